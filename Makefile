@@ -1,0 +1,153 @@
+# Proxy gateway: the one entry point.
+#
+#   make            build agent/gw-agent (installs missing Debian build packages)
+#   make test       unit tests (ASan+UBSan), a short fuzz run, integration tests
+#   make unit       agent unit tests only: no HAProxy, PostgreSQL or Redis needed
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
+#   make bench      benchmarks (figures printed, nothing asserted)
+#   make format     clang-format every C source in place
+#
+# Every target installs the Debian packages it needs when they are missing
+# (root on Debian bookworm), running `apt-get update` at most once.
+
+CC       ?= gcc
+CLANG    ?= clang
+CFLAGS   ?= -O2 -g
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CPPFLAGS := -std=gnu11 -D_GNU_SOURCE -Iagent
+PKGS     := hiredis msgpack libpq
+LIBS      = -lev -lcrypt -lpthread $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-dev \
+              libcrypt-dev
+TEST_PKGS  := check clang libclang-rt-14-dev haproxy redis-server postgresql curl \
+              openssl procps iproute2 ca-certificates
+BENCH_PKGS := wrk squid apache2-utils
+
+# Programs with a main(); everything else in agent/ is the agent library.
+AGENT_MAINS := agent/main.c
+AGENT_SRC   := $(filter-out $(AGENT_MAINS),$(wildcard agent/*.c))
+AGENT_HDR   := $(wildcard agent/*.h)
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
+TOOLS       := tests/tools/spop-client tests/tools/spop-echo
+FUZZ_SECONDS ?= 60
+
+OBJ      := $(AGENT_SRC:agent/%.c=build/rel/%.o)
+ASAN_OBJ := $(AGENT_SRC:agent/%.c=build/asan/%.o)
+FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+
+.PHONY: all deps test-deps bench-deps unit fuzz fuzz-short integration test bench \
+        format format-check clean
+.DEFAULT_GOAL := all
+
+all: deps agent/gw-agent $(TOOLS)
+
+# --- Debian packages ---------------------------------------------------------
+# $(call apt_ensure,pkgs): install the packages that dpkg does not report as
+# installed; quiet, and `apt-get update` only once per checkout.
+define apt_ensure
+@missing=$$(for p in $(1); do \
+	dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+if [ -n "$$missing" ]; then \
+	echo "installing Debian packages:" $$missing; \
+	if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install:" $$missing >&2; exit 1; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	mkdir -p build; \
+	if [ ! -e build/.apt-updated ]; then apt-get update -qq >/dev/null && touch build/.apt-updated; fi; \
+	apt-get install -y -qq --no-install-recommends $$missing >build/apt.log 2>&1 \
+		|| { cat build/apt.log >&2; exit 1; }; \
+fi
+endef
+
+deps:
+	$(call apt_ensure,$(BUILD_PKGS))
+test-deps: deps
+	$(call apt_ensure,$(TEST_PKGS))
+bench-deps: test-deps
+	$(call apt_ensure,$(BENCH_PKGS))
+
+# --- the agent ----------------------------------------------------------------
+build/rel/%.o: agent/%.c $(AGENT_HDR) | deps
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
+
+build/asan/%.o: agent/%.c $(AGENT_HDR) | deps
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) -c $< -o $@
+
+agent/gw-agent: agent/main.c $(OBJ)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
+
+# The same agent under ASan+UBSan: what the integration tests run.
+build/asan/gw-agent: agent/main.c $(ASAN_OBJ)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) $^ -o $@ $(LIBS)
+
+tests/tools/%: tests/tools/%.c $(OBJ)
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
+
+# --- unit tests (check) ---------------------------------------------------------
+# Each tests/unit/test_*.c defines `Suite *<name>_suite(void)`; the runner's
+# table is generated from those definitions so a new file needs no registration.
+build/unit/suites.h: $(UNIT_SRC)
+	@mkdir -p $(@D)
+	@names=$$(sed -n 's/^Suite \*\([a-z0-9_]*_suite\)(void)$$/\1/p' $(UNIT_SRC) | sort); \
+	{ echo '#ifndef UNIT_SUITES'; echo '#include <check.h>'; \
+	  for n in $$names; do echo "Suite *$$n(void);"; done; \
+	  printf '#define UNIT_SUITES'; for n in $$names; do printf ' %s,' $$n; done; echo; \
+	  echo '#endif'; } > $@
+
+build/unit/unit-tests: tests/unit/main.c $(UNIT_SRC) build/unit/suites.h $(ASAN_OBJ) \
+                       $(wildcard tests/unit/*.h) | test-deps
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -Ibuild/unit -Itests/unit -include suites.h -O1 -g $(SAN) $(WARN) \
+		tests/unit/main.c $(UNIT_SRC) $(ASAN_OBJ) -o $@ $(LIBS) $(shell pkg-config --libs check)
+
+unit: build/unit/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 CK_FORK=yes \
+		AGENT_TEST_FIXTURES=agent/fixtures build/unit/unit-tests
+
+# --- fuzzing (libFuzzer, ASan+UBSan) ------------------------------------------------
+build/fuzz/%: tests/fuzz/%.c $(AGENT_SRC) $(AGENT_HDR) | test-deps
+	@mkdir -p $(@D)
+	$(CLANG) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all $(WARN) -Wno-missing-prototypes $< $(AGENT_SRC) \
+		-o $@ $(LIBS)
+
+# Each target runs FUZZ_SECONDS from its seed corpus (tests/fuzz/corpus/<name>);
+# findings land in build/fuzz/ and fail the run.
+fuzz: $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do n=$$(basename $$f); \
+		mkdir -p build/fuzz/corpus-$$n; \
+		seeds=tests/fuzz/corpus/$$n; [ -d $$seeds ] || seeds=; \
+		echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 -artifact_prefix=build/fuzz/$$n- \
+			build/fuzz/corpus-$$n $$seeds 2>build/fuzz/$$n.log \
+			|| { tail -40 build/fuzz/$$n.log; exit 1; }; \
+		grep -h 'Done [0-9]* runs' build/fuzz/$$n.log | sed "s/^/fuzz: $$n: /"; \
+	done
+
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$${FUZZ_SHORT_SECONDS:-10}
+
+# --- integration tests (real HAProxy, PostgreSQL, Redis, curl) ----------------------
+integration: all build/asan/gw-agent test-deps
+	bash tests/integration/run.sh
+
+test: unit fuzz-short integration
+
+# --- benchmarks -------------------------------------------------------------------
+bench: all bench-deps
+	bash tests/bench/run.sh
+
+# --- housekeeping -------------------------------------------------------------------
+C_FILES = $(wildcard agent/*.c agent/*.h tests/*/*.c tests/*/*.h)
+format:
+	clang-format -i $(C_FILES)
+format-check:
+	clang-format --dry-run -Werror $(C_FILES)
+
+clean:
+	rm -rf build/rel build/asan build/unit build/fuzz agent/gw-agent $(TOOLS)
