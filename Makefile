@@ -23,7 +23,7 @@ SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-dev \
               libcrypt-dev
 TEST_PKGS  := check clang libclang-rt-14-dev haproxy redis-server postgresql curl \
-              openssl procps iproute2 ca-certificates
+              openssl procps iproute2 ca-certificates socat
 BENCH_PKGS := wrk squid apache2-utils
 
 # Programs with a main(); everything else in agent/ is the agent library.

@@ -34,8 +34,7 @@ static void pending_finish(struct echo_thread *t, struct echo_pending *p)
         p->prev->next = p->next;
     else
         t->pending = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
+    if (p->next) p->next->prev = p->prev;
     ev_timer_stop(t->loop, &p->timer);
     spoa_req_done(p->req);
     free(p);
@@ -44,8 +43,7 @@ static void pending_finish(struct echo_thread *t, struct echo_pending *p)
 static void *echo_thread_init(struct ev_loop *loop, void *global)
 {
     struct echo_thread *t = calloc(1, sizeof(*t));
-    if (!t)
-        abort();
+    if (!t) abort();
     t->loop = loop;
     t->cfg = global;
     return t;
@@ -67,11 +65,10 @@ static void echo_later_cb(struct ev_loop *loop, ev_timer *timer, int revents)
     pending_finish(p->owner, p);
 }
 
-static void echo_notify(void *tctx, struct spoa_req *req, const struct spop_msg *msgs,
-                        size_t nmsgs)
+static void echo_notify(void *tctx, struct spoa_req *req, const struct spop_msg *msgs, size_t nmsgs)
 {
     struct echo_thread *t = tctx;
-    char name[64 + 4];
+    char name[4 + 64 + 1]; /* "arg_" + name (truncated) + NUL */
 
     for (size_t m = 0; m < nmsgs; m++) {
         struct spop_data v = spop_data_str(msgs[m].name.ptr, msgs[m].name.len);
@@ -99,8 +96,7 @@ static void echo_notify(void *tctx, struct spoa_req *req, const struct spop_msg 
     p->owner = t;
     p->prev = NULL;
     p->next = t->pending;
-    if (t->pending)
-        t->pending->prev = p;
+    if (t->pending) t->pending->prev = p;
     t->pending = p;
     ev_timer_init(&p->timer, echo_later_cb, t->cfg->delay_ms / 1000.0, 0.);
     p->timer.data = p;

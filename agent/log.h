@@ -19,8 +19,7 @@ void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(pri
 #define log_info(...)  log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define log_debug(...)                                                                             \
     do {                                                                                           \
-        if (log_enabled(LOG_LVL_DEBUG))                                                            \
-            log_msg(LOG_LVL_DEBUG, __VA_ARGS__);                                                   \
+        if (log_enabled(LOG_LVL_DEBUG)) log_msg(LOG_LVL_DEBUG, __VA_ARGS__);                       \
     } while (0)
 
 #endif

@@ -27,7 +27,7 @@ struct option_def {
     const char *name; /* --name */
     const char *env;  /* environment variable, or NULL */
     enum opt_kind kind;
-    const char *def;  /* default, as text */
+    const char *def;   /* default, as text */
     unsigned min, max; /* OPT_UINT bounds */
     const char *help;
 };
@@ -59,18 +59,16 @@ static const struct option_def options[O_COUNT] = {
                    "request handler: 'echo' (diagnostic: echoes arguments as variables)"},
     [O_ECHO_DELAY] = {"echo-delay-ms", "GW_ECHO_DELAY_MS", OPT_UINT, "0", 0, 60000,
                       "echo handler: answer this many ms later (tests asynchronous answers)"},
-    [O_LOG_LEVEL] = {"log-level", "LOG_LEVEL", OPT_STR, "info", 0, 0,
-                     "debug, info, warn or error"},
+    [O_LOG_LEVEL] = {"log-level", "LOG_LEVEL", OPT_STR, "info", 0, 0, "debug, info, warn or error"},
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: gw-agent [OPTION]...\n"
-            "The proxy gateway's SPOE agent (SPOP 2.0): answers HAProxy's per-request\n"
-            "NOTIFY messages with verdict variables.\n\n"
-            "Each option can also be set by the environment variable shown; the option\n"
-            "wins when both are given.\n\n");
+    fprintf(out, "Usage: gw-agent [OPTION]...\n"
+                 "The proxy gateway's SPOE agent (SPOP 2.0): answers HAProxy's per-request\n"
+                 "NOTIFY messages with verdict variables.\n\n"
+                 "Each option can also be set by the environment variable shown; the option\n"
+                 "wins when both are given.\n\n");
     for (int i = 0; i < O_COUNT; i++) {
         const struct option_def *o = &options[i];
         char left[64];
@@ -174,8 +172,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     static struct spoa_stats stats;
     log_info("gw-agent %s starting: handler %s", GW_VERSION, handler.name);
-    if (spoa_server_run(&cfg, &handler, &stats) != 0)
-        return 1;
+    if (spoa_server_run(&cfg, &handler, &stats) != 0) return 1;
     log_info("stopped: %llu connections, %llu NOTIFY, %llu ACK, %llu protocol errors",
              (unsigned long long)stats.conns_accepted, (unsigned long long)stats.notify_frames,
              (unsigned long long)stats.ack_frames, (unsigned long long)stats.proto_errors);

@@ -59,21 +59,21 @@ struct spoa_stats {
     atomic_uint_fast64_t healthchecks;
     atomic_uint_fast64_t notify_frames;
     atomic_uint_fast64_t ack_frames;
-    atomic_uint_fast64_t acks_dropped;    /* answered after the connection closed */
-    atomic_uint_fast64_t acks_too_big;    /* replaced by an error action */
-    atomic_uint_fast64_t frames_unknown;  /* unknown frame types, skipped */
-    atomic_uint_fast64_t proto_errors;    /* connections refused with a DISCONNECT */
+    atomic_uint_fast64_t acks_dropped;     /* answered after the connection closed */
+    atomic_uint_fast64_t acks_too_big;     /* replaced by an error action */
+    atomic_uint_fast64_t frames_unknown;   /* unknown frame types, skipped */
+    atomic_uint_fast64_t proto_errors;     /* connections refused with a DISCONNECT */
     atomic_uint_fast64_t peer_disconnects; /* HAPROXY-DISCONNECT received */
-    atomic_uint listen_port;              /* bound TCP port, 0 until listening */
+    atomic_uint listen_port;               /* bound TCP port, 0 until listening */
 };
 
 struct spoa_config {
-    const char *listen;       /* "host:port", IPv4 or [IPv6] */
-    unsigned threads;         /* worker threads, >= 1 */
-    uint32_t max_frame_size;  /* bytes; offered in AGENT-HELLO, capped by HAProxy's */
-    unsigned max_inflight;    /* NOTIFYs per connection before reading pauses */
-    size_t max_output;        /* bytes of pending ACKs per connection before reading pauses */
-    unsigned shutdown_ms;     /* grace period for in-flight frames on SIGTERM */
+    const char *listen;      /* "host:port", IPv4 or [IPv6] */
+    unsigned threads;        /* worker threads, >= 1 */
+    uint32_t max_frame_size; /* bytes; offered in AGENT-HELLO, capped by HAProxy's */
+    unsigned max_inflight;   /* NOTIFYs per connection before reading pauses */
+    size_t max_output;       /* bytes of pending ACKs per connection before reading pauses */
+    unsigned shutdown_ms;    /* grace period for in-flight frames on SIGTERM */
 };
 
 /* Runs the server until SIGTERM/SIGINT and the grace period: blocks the

@@ -46,20 +46,20 @@ struct spoa_conn {
     int fd;
     enum conn_state state;
     ev_io rio, wio;
-    ev_timer linger;         /* bounds CONN_CLOSING */
-    uint32_t max_frame;      /* bytes: our limit, then the negotiated one */
+    ev_timer linger;    /* bounds CONN_CLOSING */
+    uint32_t max_frame; /* bytes: our limit, then the negotiated one */
 
-    uint8_t *in;             /* unparsed input */
-    size_t in_len, in_cap;   /* bytes */
-    uint8_t *out;            /* pending output: frames end to end */
+    uint8_t *in;                      /* unparsed input */
+    size_t in_len, in_cap;            /* bytes */
+    uint8_t *out;                     /* pending output: frames end to end */
     size_t out_off, out_len, out_cap; /* bytes; [out_off, out_len) unwritten */
 
     struct spoa_req *inflight; /* NOTIFYs given to the handler, unanswered */
     unsigned ninflight;
-    bool reading;            /* read watcher active */
-    bool half_closed;        /* our side shut down after the last frame */
-    bool on_dirty;           /* linked into w->dirty */
-    bool processing;         /* inside conn_process_input */
+    bool reading;     /* read watcher active */
+    bool half_closed; /* our side shut down after the last frame */
+    bool on_dirty;    /* linked into w->dirty */
+    bool processing;  /* inside conn_process_input */
 
     struct spoa_conn *prev, *next; /* w->conns */
     struct spoa_conn *dirty_next;
@@ -95,8 +95,7 @@ static void mark_dirty(struct spoa_conn *c)
  * in-flight request. */
 static void conn_append(struct spoa_conn *c, const uint8_t *p, size_t n)
 {
-    if (c->out_off == c->out_len)
-        c->out_off = c->out_len = 0;
+    if (c->out_off == c->out_len) c->out_off = c->out_len = 0;
     if (c->out_cap - c->out_len < n) {
         if (c->out_off) {
             memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
@@ -123,8 +122,7 @@ static void conn_append(struct spoa_conn *c, const uint8_t *p, size_t n)
 
 static void conn_set_reading(struct spoa_conn *c, bool on)
 {
-    if (on == c->reading)
-        return;
+    if (on == c->reading) return;
     c->reading = on;
     if (on)
         ev_io_start(c->w->loop, &c->rio);
@@ -148,10 +146,8 @@ static void linger_cb(struct ev_loop *loop, ev_timer *t, int revents)
 /* Queues a final frame (if any) and starts the close. */
 static void conn_close_with(struct spoa_conn *c, const uint8_t *frame, size_t n)
 {
-    if (c->state == CONN_CLOSING)
-        return;
-    if (frame)
-        conn_append(c, frame, n);
+    if (c->state == CONN_CLOSING) return;
+    if (frame) conn_append(c, frame, n);
     c->state = CONN_CLOSING;
     conn_set_reading(c, false);
     ev_timer_start(c->w->loop, &c->linger);
@@ -193,8 +189,7 @@ static struct spoa_req *req_get(struct spoa_worker *w)
     }
     size_t cap = (size_t)w->cfg->max_frame_size + 4;
     r = malloc(sizeof(*r) + cap);
-    if (r)
-        r->buf_cap = cap;
+    if (r) r->buf_cap = cap;
     return r;
 }
 
@@ -225,8 +220,7 @@ static void req_unlink(struct spoa_req *r)
         r->prev->next = r->next;
     else
         c->inflight = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
+    if (r->next) r->next->prev = r->prev;
     c->ninflight--;
 }
 
@@ -267,8 +261,7 @@ void spoa_req_done(struct spoa_req *r)
     }
     req_unlink(r);
     /* HAProxy 2.x mishandles ACKs without actions: always send one. */
-    if (r->nactions == 0)
-        spop_ack_unset_var(&r->ack, SPOP_SCOPE_TXN, "noop", 4);
+    if (r->nactions == 0) spop_ack_unset_var(&r->ack, SPOP_SCOPE_TXN, "noop", 4);
     if (!spop_frame_end(&r->ack, r->frame_start, c->max_frame)) {
         req_begin_ack(r);
         struct spop_data err = spop_data_u32(SPOP_ERR_TOO_BIG);
@@ -311,8 +304,8 @@ static void handle_hello(struct spoa_conn *c, const struct spop_frame *f)
     }
     conn_append(c, buf, wr.len);
     c->state = CONN_READY;
-    log_debug("spoa: fd %d handshake done, max-frame-size %u, pipelining %s", c->fd,
-              c->max_frame, h.cap_pipelining ? "yes" : "no");
+    log_debug("spoa: fd %d handshake done, max-frame-size %u, pipelining %s", c->fd, c->max_frame,
+              h.cap_pipelining ? "yes" : "no");
 }
 
 static void handle_notify(struct spoa_conn *c, const struct spop_frame *f)
@@ -322,7 +315,9 @@ static void handle_notify(struct spoa_conn *c, const struct spop_frame *f)
     size_t nmsgs;
     int st = spop_notify_decode(f->payload, f->payload_len, msgs, SPOP_MAX_MSGS, &nmsgs);
     if (st != SPOP_OK) {
-        conn_fail(c, (uint32_t)st, "malformed NOTIFY");
+        conn_fail(c, (uint32_t)st,
+                  st == SPOP_ERR_RES ? "NOTIFY holds more messages or arguments than supported"
+                                     : "malformed NOTIFY");
         return;
     }
     struct spoa_req *r = req_get(w);
@@ -336,8 +331,7 @@ static void handle_notify(struct spoa_conn *c, const struct spop_frame *f)
     r->started_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
     r->prev = NULL;
     r->next = c->inflight;
-    if (c->inflight)
-        c->inflight->prev = r;
+    if (c->inflight) c->inflight->prev = r;
     c->inflight = r;
     c->ninflight++;
     r->stream_id = f->stream_id;
@@ -400,8 +394,7 @@ static void conn_process_input(struct spoa_conn *c)
         struct spop_frame f;
         size_t used;
         int st = spop_frame_parse(c->in + off, c->in_len - off, c->max_frame, &f, &used);
-        if (st == SPOP_INCOMPLETE)
-            break;
+        if (st == SPOP_INCOMPLETE) break;
         if (st != SPOP_OK) {
             conn_fail(c, (uint32_t)st, NULL);
             break;
@@ -434,8 +427,7 @@ static void read_cb(struct ev_loop *loop, ev_io *io, int revents)
         /* Discard until HAProxy closes its side too. */
         char sink[4096];
         ssize_t n = read(c->fd, sink, sizeof(sink));
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-            conn_destroy(c);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_destroy(c);
         return;
     }
     if (c->in_len == c->in_cap) {
@@ -445,10 +437,8 @@ static void read_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
     ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
     if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR)
-            return;
-        if (errno != ECONNRESET)
-            log_info("spoa: read on fd %d: %s", c->fd, strerror(errno));
+        if (errno == EAGAIN || errno == EINTR) return;
+        if (errno != ECONNRESET) log_info("spoa: read on fd %d: %s", c->fd, strerror(errno));
         conn_destroy(c); /* a reset is HAProxy's normal way to drop idle links */
         return;
     }
@@ -458,8 +448,7 @@ static void read_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
     c->in_len += (size_t)n;
     conn_process_input(c);
-    if (c->state == CONN_CLOSING)
-        mark_dirty(c);
+    if (c->state == CONN_CLOSING) mark_dirty(c);
 }
 
 /* Writes pending output. Returns false when the connection was destroyed. */
@@ -468,8 +457,7 @@ static bool conn_write(struct spoa_conn *c)
     while (c->out_off < c->out_len) {
         ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             if (errno == EAGAIN) {
                 ev_io_start(c->w->loop, &c->wio);
                 return true;
@@ -511,10 +499,8 @@ void spoa_worker_flush(struct spoa_worker *w)
         struct spoa_conn *c = w->dirty;
         w->dirty = c->dirty_next;
         c->on_dirty = false;
-        if (!conn_write(c))
-            continue;
-        if (c->state != CONN_CLOSING && !c->reading && conn_may_read(c))
-            conn_process_input(c);
+        if (!conn_write(c)) continue;
+        if (c->state != CONN_CLOSING && !c->reading && conn_may_read(c)) conn_process_input(c);
     }
 }
 
@@ -522,8 +508,7 @@ void spoa_conn_open(struct spoa_worker *w, int fd)
 {
     struct spoa_conn *c = calloc(1, sizeof(*c));
     size_t in_cap = (size_t)w->cfg->max_frame_size + 4;
-    if (in_cap < READ_CHUNK)
-        in_cap = READ_CHUNK;
+    if (in_cap < READ_CHUNK) in_cap = READ_CHUNK;
     if (!c || !(c->in = malloc(in_cap))) {
         log_error("spoa: out of memory accepting a connection");
         free(c);
@@ -540,8 +525,7 @@ void spoa_conn_open(struct spoa_worker *w, int fd)
     ev_timer_init(&c->linger, linger_cb, CLOSE_LINGER_S, 0.);
     c->rio.data = c->wio.data = c->linger.data = c;
     c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
+    if (w->conns) w->conns->prev = c;
     w->conns = c;
     w->nconns++;
     STAT_INC(w, conns_accepted);
@@ -568,16 +552,14 @@ static void conn_destroy(struct spoa_conn *c)
         c->prev->next = c->next;
     else
         w->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     w->nconns--;
     STAT_DEC(w, conns_open);
     close(c->fd);
     free(c->in);
     free(c->out);
     free(c);
-    if (w->draining && w->nconns == 0)
-        ev_break(w->loop, EVBREAK_ALL);
+    if (w->draining && w->nconns == 0) ev_break(w->loop, EVBREAK_ALL);
 }
 
 void spoa_worker_drain(struct spoa_worker *w)

@@ -82,8 +82,7 @@ static int listen_on(const char *spec)
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
         log_error("listen on %s: %s", spec, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         fd = -1;
     }
     freeaddrinfo(res);
@@ -112,8 +111,7 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     do {
         pthread_mutex_lock(&w->lock);
         n = w->npending < 64 ? w->npending : 64;
-        if (n)
-            memcpy(fds, w->pending_fds + (w->npending - n), n * sizeof(int));
+        if (n) memcpy(fds, w->pending_fds + (w->npending - n), n * sizeof(int));
         w->npending -= n;
         pthread_mutex_unlock(&w->lock);
         for (size_t i = 0; i < n; i++) {
@@ -145,12 +143,10 @@ static void worker_flush_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 static void *worker_main(void *arg)
 {
     struct spoa_worker *w = arg;
-    if (w->handler->thread_init)
-        w->hctx = w->handler->thread_init(w->loop, w->handler->global);
+    if (w->handler->thread_init) w->hctx = w->handler->thread_init(w->loop, w->handler->global);
     ev_run(w->loop, 0);
     spoa_worker_close_all(w);
-    if (w->handler->thread_fini)
-        w->handler->thread_fini(w->hctx);
+    if (w->handler->thread_fini) w->handler->thread_fini(w->hctx);
     spoa_worker_release(w);
     return NULL;
 }
@@ -211,8 +207,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     for (;;) {
         int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
+            if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_error("accept: %s; pausing accepts for 100 ms", strerror(errno));
                 ev_io_stop(loop, &s->accept_io);
@@ -233,14 +228,12 @@ static void accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
     struct server *s = t->data;
-    if (!s->stopping)
-        ev_io_start(loop, &s->accept_io);
+    if (!s->stopping) ev_io_start(loop, &s->accept_io);
 }
 
 static void begin_stop(struct ev_loop *loop, struct server *s, const char *why)
 {
-    if (s->stopping)
-        return;
+    if (s->stopping) return;
     s->stopping = true;
     log_info("%s: no longer accepting; draining connections (grace %u ms)", why,
              s->cfg->shutdown_ms);
@@ -275,18 +268,15 @@ void spoa_server_stop(void)
 {
     struct ev_loop *loop = atomic_load(&running_loop);
     ev_async *a = atomic_load(&running_stop);
-    if (loop && a)
-        ev_async_send(loop, a);
+    if (loop && a) ev_async_send(loop, a);
 }
 
 static uint16_t bound_port(int fd)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return 0;
-    if (ss.ss_family == AF_INET)
-        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) return 0;
+    if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
     return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
@@ -298,8 +288,7 @@ int spoa_server_run(const struct spoa_config *cfg, const struct spoa_handler *ha
     int rc = -1;
 
     s.lfd = listen_on(cfg->listen);
-    if (s.lfd < 0)
-        return -1;
+    if (s.lfd < 0) return -1;
     s.loop = ev_default_loop(EVFLAG_AUTO);
     s.workers = calloc(cfg->threads, sizeof(*s.workers));
     if (!s.workers) {
@@ -314,12 +303,10 @@ int spoa_server_run(const struct spoa_config *cfg, const struct spoa_handler *ha
     sigaddset(&block, SIGINT);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     for (; started < cfg->threads; started++) {
-        if (!worker_start(&s.workers[started], started, cfg, handler, stats))
-            break;
+        if (!worker_start(&s.workers[started], started, cfg, handler, stats)) break;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (started < cfg->threads)
-        goto stop_workers;
+    if (started < cfg->threads) goto stop_workers;
 
     ev_io_init(&s.accept_io, accept_cb, s.lfd, EV_READ);
     ev_timer_init(&s.accept_retry, accept_retry_cb, 0.1, 0.);
@@ -334,8 +321,8 @@ int spoa_server_run(const struct spoa_config *cfg, const struct spoa_handler *ha
     atomic_store(&running_loop, s.loop);
     atomic_store(&running_stop, &s.stop);
     atomic_store(&stats->listen_port, bound_port(s.lfd));
-    log_info("listening on %s (port %u) with %u worker thread(s), max-frame-size %u",
-             cfg->listen, bound_port(s.lfd), cfg->threads, cfg->max_frame_size);
+    log_info("listening on %s (port %u) with %u worker thread(s), max-frame-size %u", cfg->listen,
+             bound_port(s.lfd), cfg->threads, cfg->max_frame_size);
     ev_run(s.loop, 0);
     atomic_store(&running_stop, NULL);
     atomic_store(&running_loop, NULL);
@@ -359,8 +346,7 @@ stop_workers:
         ev_loop_destroy(w->loop);
     }
 out:
-    if (s.lfd >= 0)
-        close(s.lfd);
+    if (s.lfd >= 0) close(s.lfd);
     free(s.workers);
     return rc;
 }

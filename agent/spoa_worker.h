@@ -18,21 +18,21 @@ struct spoa_worker {
     unsigned id;
     struct ev_loop *loop;
     pthread_t thread;
-    ev_async wake;    /* new connections queued, or stop requested */
-    ev_prepare flush; /* writes pending ACKs once per loop iteration */
+    ev_async wake;     /* new connections queued, or stop requested */
+    ev_prepare flush;  /* writes pending ACKs once per loop iteration */
     ev_timer deadline; /* end of the shutdown grace period */
 
     pthread_mutex_t lock;
-    int *pending_fds;       /* (locked) accepted sockets not yet adopted */
-    size_t npending;        /* (locked) */
-    size_t pending_cap;     /* (locked) */
-    atomic_bool stop;       /* set once by the main thread */
-    bool draining;          /* stop seen by the worker */
+    int *pending_fds;   /* (locked) accepted sockets not yet adopted */
+    size_t npending;    /* (locked) */
+    size_t pending_cap; /* (locked) */
+    atomic_bool stop;   /* set once by the main thread */
+    bool draining;      /* stop seen by the worker */
 
-    struct spoa_conn *conns;     /* every open connection */
+    struct spoa_conn *conns; /* every open connection */
     unsigned nconns;
-    struct spoa_conn *dirty;     /* connections with output or input to process */
-    struct spoa_req *free_reqs;  /* recycled requests, each with its ACK buffer */
+    struct spoa_conn *dirty;    /* connections with output or input to process */
+    struct spoa_req *free_reqs; /* recycled requests, each with its ACK buffer */
     unsigned nfree_reqs;
 
     const struct spoa_config *cfg;

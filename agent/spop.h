@@ -88,8 +88,8 @@ enum spop_action_type {
 /* Frame header: 4-byte length, type, 4-byte flags, two varints (<= 10 each). */
 #define SPOP_MAX_HEADER 29
 /* Decoder limits: bigger NOTIFY frames are refused with SPOP_ERR_RES. */
-#define SPOP_MAX_MSGS 16
-#define SPOP_MAX_ARGS 32
+#define SPOP_MAX_MSGS    16
+#define SPOP_MAX_ARGS    32
 #define SPOP_MAX_ACTIONS 64
 
 /* A byte string inside a buffer; not NUL-terminated. */
@@ -106,8 +106,8 @@ struct spop_data {
         uint32_t u32;
         int64_t i64;
         uint64_t u64;
-        uint8_t ipv4[4];  /* network byte order */
-        uint8_t ipv6[16]; /* network byte order */
+        uint8_t ipv4[4];     /* network byte order */
+        uint8_t ipv6[16];    /* network byte order */
         struct spop_str str; /* STRING and BINARY */
     } u;
 };
@@ -151,7 +151,7 @@ struct spop_msg {
 
 /* One action of an ACK frame (decoded by test clients and tools). */
 struct spop_action {
-    uint8_t type; /* enum spop_action_type */
+    uint8_t type;  /* enum spop_action_type */
     uint8_t scope; /* enum spop_scope */
     struct spop_str name;
     struct spop_data value; /* SPOP_T_NULL for unset-var */
@@ -162,8 +162,8 @@ struct spop_hello {
     bool has_versions;
     bool has_max_frame_size;
     bool has_capabilities;
-    bool version_2_supported;  /* a "2.x" entry in supported-versions */
-    uint32_t max_frame_size;   /* bytes, excluding the 4-byte length prefix */
+    bool version_2_supported; /* a "2.x" entry in supported-versions */
+    uint32_t max_frame_size;  /* bytes, excluding the 4-byte length prefix */
     bool cap_pipelining;
     bool cap_async;
     bool cap_fragmentation;
@@ -208,8 +208,8 @@ void spop_writer_init(struct spop_writer *w, void *buf, size_t cap);
  * Returns SPOP_INCOMPLETE when more bytes are needed, SPOP_ERR_TOO_BIG when
  * the announced length exceeds max_frame_size (checked from the prefix alone,
  * before any payload arrives) and SPOP_ERR_INVALID on a malformed header. */
-int spop_frame_parse(const uint8_t *buf, size_t len, uint32_t max_frame_size,
-                     struct spop_frame *f, size_t *consumed);
+int spop_frame_parse(const uint8_t *buf, size_t len, uint32_t max_frame_size, struct spop_frame *f,
+                     size_t *consumed);
 
 /* Starts a frame in w (FIN set unless flags say otherwise); returns the frame's
  * offset for spop_frame_end. */

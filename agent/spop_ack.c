@@ -35,20 +35,16 @@ int spop_ack_decode(const uint8_t *p, size_t len, struct spop_action *acts, size
     size_t n = 0;
 
     while (r.p < r.end) {
-        if (n == max)
-            return SPOP_ERR_RES;
-        if (r.end - r.p < 3)
-            return SPOP_ERR_INVALID;
+        if (n == max) return SPOP_ERR_RES;
+        if (r.end - r.p < 3) return SPOP_ERR_INVALID;
         struct spop_action *a = &acts[n];
         uint8_t nargs;
         a->type = *r.p++;
         nargs = *r.p++;
         a->scope = *r.p++;
-        if (a->scope > SPOP_SCOPE_RES || !spop_get_str(&r, &a->name))
-            return SPOP_ERR_INVALID;
+        if (a->scope > SPOP_SCOPE_RES || !spop_get_str(&r, &a->name)) return SPOP_ERR_INVALID;
         if (a->type == SPOP_ACT_SET_VAR && nargs == 3) {
-            if (!spop_get_data(&r, &a->value))
-                return SPOP_ERR_INVALID;
+            if (!spop_get_data(&r, &a->value)) return SPOP_ERR_INVALID;
         } else if (a->type == SPOP_ACT_UNSET_VAR && nargs == 2) {
             a->value.type = SPOP_T_NULL;
         } else {

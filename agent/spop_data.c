@@ -24,8 +24,7 @@ void spop_put_bytes(struct spop_writer *w, const void *p, size_t len)
         w->overflow = true;
         return;
     }
-    if (len)
-        memcpy(w->buf + w->len, p, len);
+    if (len) memcpy(w->buf + w->len, p, len);
     w->len += len;
 }
 
@@ -58,8 +57,7 @@ void spop_put_varint(struct spop_writer *w, uint64_t v)
 
 bool spop_get_varint(struct spop_reader *r, uint64_t *out)
 {
-    if (r->p >= r->end)
-        return false;
+    if (r->p >= r->end) return false;
     uint64_t v = *r->p++;
     if (v < 240) {
         *out = v;
@@ -67,16 +65,12 @@ bool spop_get_varint(struct spop_reader *r, uint64_t *out)
     }
     unsigned shift = 4;
     for (;;) {
-        if (r->p >= r->end || shift > 60)
-            return false;
+        if (r->p >= r->end || shift > 60) return false;
         uint64_t b = *r->p++;
         /* The bits of b that land above bit 63 must be zero. */
-        if (shift > 57 && (b >> (64 - shift)) != 0)
-            return false;
-        if (__builtin_add_overflow(v, b << shift, &v))
-            return false;
-        if (b < 128)
-            break;
+        if (shift > 57 && (b >> (64 - shift)) != 0) return false;
+        if (__builtin_add_overflow(v, b << shift, &v)) return false;
+        if (b < 128) break;
         shift += 7;
     }
     *out = v;
@@ -86,8 +80,7 @@ bool spop_get_varint(struct spop_reader *r, uint64_t *out)
 bool spop_get_str(struct spop_reader *r, struct spop_str *out)
 {
     uint64_t len;
-    if (!spop_get_varint(r, &len) || len > (uint64_t)(r->end - r->p))
-        return false;
+    if (!spop_get_varint(r, &len) || len > (uint64_t)(r->end - r->p)) return false;
     out->ptr = (const char *)r->p;
     out->len = (size_t)len;
     r->p += len;
@@ -102,8 +95,7 @@ void spop_put_str(struct spop_writer *w, const char *s, size_t len)
 
 bool spop_get_data(struct spop_reader *r, struct spop_data *out)
 {
-    if (r->p >= r->end)
-        return false;
+    if (r->p >= r->end) return false;
     uint8_t tb = *r->p++;
     uint64_t v;
 
@@ -121,26 +113,22 @@ bool spop_get_data(struct spop_reader *r, struct spop_data *out)
         out->u.i32 = (int32_t)(int64_t)v;
         return true;
     case SPOP_T_UINT32:
-        if (!spop_get_varint(r, &v) || v > UINT32_MAX)
-            return false;
+        if (!spop_get_varint(r, &v) || v > UINT32_MAX) return false;
         out->u.u32 = (uint32_t)v;
         return true;
     case SPOP_T_INT64:
-        if (!spop_get_varint(r, &v))
-            return false;
+        if (!spop_get_varint(r, &v)) return false;
         out->u.i64 = (int64_t)v;
         return true;
     case SPOP_T_UINT64:
         return spop_get_varint(r, &out->u.u64);
     case SPOP_T_IPV4:
-        if (r->end - r->p < 4)
-            return false;
+        if (r->end - r->p < 4) return false;
         memcpy(out->u.ipv4, r->p, 4);
         r->p += 4;
         return true;
     case SPOP_T_IPV6:
-        if (r->end - r->p < 16)
-            return false;
+        if (r->end - r->p < 16) return false;
         memcpy(out->u.ipv6, r->p, 16);
         r->p += 16;
         return true;
@@ -231,16 +219,14 @@ bool spop_data_as_u64(const struct spop_data *d, uint64_t *out)
 {
     switch (d->type) {
     case SPOP_T_INT32:
-        if (d->u.i32 < 0)
-            return false;
+        if (d->u.i32 < 0) return false;
         *out = (uint64_t)d->u.i32;
         return true;
     case SPOP_T_UINT32:
         *out = d->u.u32;
         return true;
     case SPOP_T_INT64:
-        if (d->u.i64 < 0)
-            return false;
+        if (d->u.i64 < 0) return false;
         *out = (uint64_t)d->u.i64;
         return true;
     case SPOP_T_UINT64:

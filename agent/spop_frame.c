@@ -11,21 +11,17 @@
 
 #include "spop.h"
 
-int spop_frame_parse(const uint8_t *buf, size_t len, uint32_t max_frame_size,
-                     struct spop_frame *f, size_t *consumed)
+int spop_frame_parse(const uint8_t *buf, size_t len, uint32_t max_frame_size, struct spop_frame *f,
+                     size_t *consumed)
 {
-    if (len < 4)
-        return SPOP_INCOMPLETE;
+    if (len < 4) return SPOP_INCOMPLETE;
     uint32_t flen;
     memcpy(&flen, buf, 4);
     flen = ntohl(flen);
-    if (flen > max_frame_size)
-        return SPOP_ERR_TOO_BIG;
+    if (flen > max_frame_size) return SPOP_ERR_TOO_BIG;
     /* type + flags + two one-byte varints at the very least */
-    if (flen < 7)
-        return SPOP_ERR_INVALID;
-    if (len - 4 < flen)
-        return SPOP_INCOMPLETE;
+    if (flen < 7) return SPOP_ERR_INVALID;
+    if (len - 4 < flen) return SPOP_INCOMPLETE;
 
     struct spop_reader r = {buf + 4, buf + 4 + flen};
     f->type = *r.p++;
@@ -56,8 +52,7 @@ size_t spop_frame_begin(struct spop_writer *w, uint8_t type, uint32_t flags, uin
 
 bool spop_frame_end(struct spop_writer *w, size_t start, uint32_t max_frame_size)
 {
-    if (w->overflow)
-        return false;
+    if (w->overflow) return false;
     size_t flen = w->len - start - 4;
     if (flen > max_frame_size) {
         w->overflow = true;

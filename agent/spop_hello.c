@@ -11,8 +11,7 @@
 #include "spop.h"
 
 /* Calls fn on each comma-separated, space-trimmed item of s. */
-static void for_each_item(struct spop_str s, void (*fn)(struct spop_str item, void *ctx),
-                          void *ctx)
+static void for_each_item(struct spop_str s, void (*fn)(struct spop_str item, void *ctx), void *ctx)
 {
     const char *p = s.ptr, *end = s.ptr + s.len;
     while (p <= end) {
@@ -24,8 +23,7 @@ static void for_each_item(struct spop_str s, void (*fn)(struct spop_str item, vo
         while (b > a && isspace((unsigned char)b[-1]))
             b--;
         fn((struct spop_str){a, (size_t)(b - a)}, ctx);
-        if (!comma)
-            break;
+        if (!comma) break;
         p = comma + 1;
     }
 }
@@ -58,44 +56,33 @@ int spop_hello_decode(const uint8_t *p, size_t len, struct spop_hello *h)
     while (r.p < r.end) {
         struct spop_str name;
         struct spop_data v;
-        if (!spop_get_str(&r, &name) || !spop_get_data(&r, &v))
-            return SPOP_ERR_INVALID;
+        if (!spop_get_str(&r, &name) || !spop_get_data(&r, &v)) return SPOP_ERR_INVALID;
         if (spop_str_eq(name, "supported-versions")) {
-            if (v.type != SPOP_T_STRING)
-                return SPOP_ERR_INVALID;
+            if (v.type != SPOP_T_STRING) return SPOP_ERR_INVALID;
             h->has_versions = true;
             for_each_item(v.u.str, note_version, h);
         } else if (spop_str_eq(name, "max-frame-size")) {
             uint64_t mfs;
-            if (!spop_data_as_u64(&v, &mfs))
-                return SPOP_ERR_INVALID;
+            if (!spop_data_as_u64(&v, &mfs)) return SPOP_ERR_INVALID;
             h->has_max_frame_size = true;
             h->max_frame_size = mfs > UINT32_MAX ? UINT32_MAX : (uint32_t)mfs;
         } else if (spop_str_eq(name, "capabilities")) {
-            if (v.type != SPOP_T_STRING)
-                return SPOP_ERR_INVALID;
+            if (v.type != SPOP_T_STRING) return SPOP_ERR_INVALID;
             h->has_capabilities = true;
             for_each_item(v.u.str, note_capability, h);
         } else if (spop_str_eq(name, "healthcheck")) {
-            if (v.type != SPOP_T_BOOL)
-                return SPOP_ERR_INVALID;
+            if (v.type != SPOP_T_BOOL) return SPOP_ERR_INVALID;
             h->healthcheck = v.u.b;
         } else if (spop_str_eq(name, "engine-id")) {
-            if (v.type == SPOP_T_STRING)
-                h->engine_id = v.u.str;
+            if (v.type == SPOP_T_STRING) h->engine_id = v.u.str;
         }
         /* unknown keys are ignored, as the spec asks */
     }
-    if (!h->has_versions)
-        return SPOP_ERR_NO_VSN;
-    if (!h->has_max_frame_size)
-        return SPOP_ERR_NO_FRAME_SIZE;
-    if (!h->has_capabilities)
-        return SPOP_ERR_NO_CAP;
-    if (!h->version_2_supported)
-        return SPOP_ERR_BAD_VSN;
-    if (h->max_frame_size < SPOP_MIN_FRAME_SIZE)
-        return SPOP_ERR_BAD_FRAME_SIZE;
+    if (!h->has_versions) return SPOP_ERR_NO_VSN;
+    if (!h->has_max_frame_size) return SPOP_ERR_NO_FRAME_SIZE;
+    if (!h->has_capabilities) return SPOP_ERR_NO_CAP;
+    if (!h->version_2_supported) return SPOP_ERR_BAD_VSN;
+    if (h->max_frame_size < SPOP_MIN_FRAME_SIZE) return SPOP_ERR_BAD_FRAME_SIZE;
     return SPOP_OK;
 }
 
@@ -139,16 +126,13 @@ int spop_disconnect_decode(const uint8_t *p, size_t len, struct spop_disconnect 
         struct spop_str name;
         struct spop_data v;
         uint64_t status;
-        if (!spop_get_str(&r, &name) || !spop_get_data(&r, &v))
-            return SPOP_ERR_INVALID;
+        if (!spop_get_str(&r, &name) || !spop_get_data(&r, &v)) return SPOP_ERR_INVALID;
         if (spop_str_eq(name, "status-code")) {
-            if (!spop_data_as_u64(&v, &status) || status > UINT32_MAX)
-                return SPOP_ERR_INVALID;
+            if (!spop_data_as_u64(&v, &status) || status > UINT32_MAX) return SPOP_ERR_INVALID;
             d->status = (uint32_t)status;
             has_status = true;
         } else if (spop_str_eq(name, "message")) {
-            if (v.type != SPOP_T_STRING)
-                return SPOP_ERR_INVALID;
+            if (v.type != SPOP_T_STRING) return SPOP_ERR_INVALID;
             d->message = v.u.str;
             has_message = true;
         }

@@ -15,14 +15,11 @@ int spop_notify_decode(const uint8_t *p, size_t len, struct spop_msg *msgs, size
     size_t n = 0;
 
     while (r.p < r.end) {
-        if (n == max)
-            return SPOP_ERR_RES;
+        if (n == max) return SPOP_ERR_RES;
         struct spop_msg *m = &msgs[n];
-        if (!spop_get_str(&r, &m->name) || r.p >= r.end)
-            return SPOP_ERR_INVALID;
+        if (!spop_get_str(&r, &m->name) || r.p >= r.end) return SPOP_ERR_INVALID;
         m->nargs = *r.p++;
-        if (m->nargs > SPOP_MAX_ARGS)
-            return SPOP_ERR_RES;
+        if (m->nargs > SPOP_MAX_ARGS) return SPOP_ERR_RES;
         for (unsigned i = 0; i < m->nargs; i++) {
             if (!spop_get_str(&r, &m->args[i].name) || !spop_get_data(&r, &m->args[i].value))
                 return SPOP_ERR_INVALID;

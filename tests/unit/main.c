@@ -12,8 +12,7 @@
 int main(void)
 {
     /* Refusals under test log warnings by design; UNIT_LOG=1 shows them. */
-    if (!getenv("UNIT_LOG"))
-        log_set_level(LOG_LVL_ERROR);
+    if (!getenv("UNIT_LOG")) log_set_level(LOG_LVL_ERROR);
     Suite *(*const suites[])(void) = {UNIT_SUITES};
     SRunner *sr = srunner_create(NULL);
 

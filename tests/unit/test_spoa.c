@@ -69,8 +69,7 @@ static void fake_timer_cb(struct ev_loop *loop, ev_timer *timer, int revents)
     fake_answer(p->owner, p);
 }
 
-static void fake_notify(void *tctx, struct spoa_req *req, const struct spop_msg *msgs,
-                        size_t nmsgs)
+static void fake_notify(void *tctx, struct spoa_req *req, const struct spop_msg *msgs, size_t nmsgs)
 {
     struct fake_thread *t = tctx;
     uint64_t delay = 0;
@@ -164,8 +163,7 @@ static size_t read_frame(int fd, uint8_t *buf, size_t cap, struct spop_frame *f)
     size_t len = 0;
     for (;;) {
         size_t used;
-        if (len >= 4 && spop_frame_parse(buf, len, (uint32_t)cap, f, &used) == SPOP_OK)
-            return used;
+        if (len >= 4 && spop_frame_parse(buf, len, (uint32_t)cap, f, &used) == SPOP_OK) return used;
         struct pollfd pfd = {fd, POLLIN, 0};
         ck_assert_msg(poll(&pfd, 1, 2000) == 1, "timed out waiting for a frame");
         /* read byte-exact so the next frame stays in the socket */
@@ -177,8 +175,7 @@ static size_t read_frame(int fd, uint8_t *buf, size_t cap, struct spop_frame *f)
         }
         ck_assert_uint_le(len + want, cap);
         ssize_t n = recv(fd, buf + len, want, 0);
-        if (n <= 0)
-            return 0;
+        if (n <= 0) return 0;
         len += (size_t)n;
     }
 }
@@ -186,8 +183,7 @@ static size_t read_frame(int fd, uint8_t *buf, size_t cap, struct spop_frame *f)
 static bool peer_closed(int fd)
 {
     struct pollfd pfd = {fd, POLLIN, 0};
-    if (poll(&pfd, 1, 2000) != 1)
-        return false;
+    if (poll(&pfd, 1, 2000) != 1) return false;
     char c;
     return recv(fd, &c, 1, 0) <= 0;
 }
@@ -381,23 +377,25 @@ struct violation {
     uint32_t status;
 };
 
-#define VIOL(what, hello, lit, st) {what, hello, lit, sizeof(lit) - 1, st}
+#define VIOL(what, hello, lit, st)                                                                 \
+    {                                                                                              \
+        what, hello, lit, sizeof(lit) - 1, st                                                      \
+    }
 static const struct violation violations[] = {
-    VIOL("NOTIFY before HELLO", false,
-         "\x00\x00\x00\x07\x03\x00\x00\x00\x01\x01\x01", SPOP_ERR_INVALID),
+    VIOL("NOTIFY before HELLO", false, "\x00\x00\x00\x07\x03\x00\x00\x00\x01\x01\x01",
+         SPOP_ERR_INVALID),
     VIOL("frame bigger than max-frame-size", true, "\x00\x01\x00\x00", SPOP_ERR_TOO_BIG),
-    VIOL("fragmented NOTIFY (FIN clear)", true,
-         "\x00\x00\x00\x07\x03\x00\x00\x00\x00\x01\x01", SPOP_ERR_FRAG_NOT_SUPPORTED),
-    VIOL("UNSET continuation frame", true,
-         "\x00\x00\x00\x07\x00\x00\x00\x00\x01\x01\x01", SPOP_ERR_FRAG_NOT_SUPPORTED),
-    VIOL("malformed NOTIFY payload", true,
-         "\x00\x00\x00\x09\x03\x00\x00\x00\x01\x01\x01\x05\x61", SPOP_ERR_INVALID),
-    VIOL("second HELLO", true,
-         "\x00\x00\x00\x07\x01\x00\x00\x00\x01\x00\x00", SPOP_ERR_INVALID),
-    VIOL("agent frame type from HAProxy", true,
-         "\x00\x00\x00\x07\x67\x00\x00\x00\x01\x01\x01", SPOP_ERR_INVALID),
-    VIOL("HELLO without version", false,
-         "\x00\x00\x00\x07\x01\x00\x00\x00\x01\x00\x00", SPOP_ERR_NO_VSN),
+    VIOL("fragmented NOTIFY (FIN clear)", true, "\x00\x00\x00\x07\x03\x00\x00\x00\x00\x01\x01",
+         SPOP_ERR_FRAG_NOT_SUPPORTED),
+    VIOL("UNSET continuation frame", true, "\x00\x00\x00\x07\x00\x00\x00\x00\x01\x01\x01",
+         SPOP_ERR_FRAG_NOT_SUPPORTED),
+    VIOL("malformed NOTIFY payload", true, "\x00\x00\x00\x09\x03\x00\x00\x00\x01\x01\x01\x05\x61",
+         SPOP_ERR_INVALID),
+    VIOL("second HELLO", true, "\x00\x00\x00\x07\x01\x00\x00\x00\x01\x00\x00", SPOP_ERR_INVALID),
+    VIOL("agent frame type from HAProxy", true, "\x00\x00\x00\x07\x67\x00\x00\x00\x01\x01\x01",
+         SPOP_ERR_INVALID),
+    VIOL("HELLO without version", false, "\x00\x00\x00\x07\x01\x00\x00\x00\x01\x00\x00",
+         SPOP_ERR_NO_VSN),
     VIOL("frame shorter than its header", true, "\x00\x00\x00\x02\x03\x00", SPOP_ERR_INVALID),
 };
 
@@ -408,8 +406,7 @@ START_TEST(protocol_violations_refused_with_status)
     struct spop_hello caps;
     uint32_t mfs;
     int fd = client_connect(port);
-    if (v->hello_first)
-        do_hello(fd, 16380, false, &caps, &mfs);
+    if (v->hello_first) do_hello(fd, 16380, false, &caps, &mfs);
     send_all(fd, v->bytes, v->len);
     uint32_t status = expect_disconnect(fd);
     ck_assert_msg(status == v->status, "%s: status %u, want %u", v->what, status, v->status);

@@ -58,15 +58,15 @@ START_TEST(varint_lengths_at_boundaries)
     static const struct {
         uint64_t v;
         size_t len;
-    } cases[] = {{264431, 3}, {264432, 4}, {33818863, 4}, {33818864, 5},
+    } cases[] = {{264431, 3},        {264432, 4},        {33818863, 4},   {33818864, 5},
                  {4328786159ULL, 5}, {4328786160ULL, 6}, {UINT64_MAX, 10}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         uint8_t buf[16];
         struct spop_writer w;
         spop_writer_init(&w, buf, sizeof(buf));
         spop_put_varint(&w, cases[i].v);
-        ck_assert_msg(w.len == cases[i].len, "%llu took %zu bytes",
-                      (unsigned long long)cases[i].v, w.len);
+        ck_assert_msg(w.len == cases[i].len, "%llu took %zu bytes", (unsigned long long)cases[i].v,
+                      w.len);
         struct spop_reader r = {buf, buf + w.len};
         uint64_t v;
         ck_assert(spop_get_varint(&r, &v));
@@ -137,7 +137,9 @@ static const struct data_case data_vectors[] = {
     {"\x05\xFF\x7F", 3, SPOP_T_UINT64}, /* 2287 */
     {"\x06\x7F\x00\x00\x01", 5, SPOP_T_IPV4},
     {"\x07\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01", 17, SPOP_T_IPV6},
-    {"\x08\x03" "abc", 5, SPOP_T_STRING},
+    {"\x08\x03"
+     "abc",
+     5, SPOP_T_STRING},
     {"\x09\x02\x00\xFF", 4, SPOP_T_BINARY},
     {"\x08\x00", 2, SPOP_T_STRING},
 };
@@ -174,7 +176,9 @@ START_TEST(data_values)
     ck_assert(DECODE("\x03\xFC\x03") && d.u.u32 == 300);
     ck_assert(DECODE("\x05\xFF\x7F") && d.u.u64 == 2287);
     ck_assert(DECODE("\x06\x0A\x00\x00\x02") && memcmp(d.u.ipv4, "\x0A\x00\x00\x02", 4) == 0);
-    ck_assert(DECODE("\x08\x03" "abc") && spop_str_eq(d.u.str, "abc"));
+    ck_assert(DECODE("\x08\x03"
+                     "abc") &&
+              spop_str_eq(d.u.str, "abc"));
 #undef DECODE
 }
 END_TEST
@@ -186,12 +190,13 @@ START_TEST(data_refuses_malformed)
         size_t len;
     } bad[] = {
         {BV("")},
-        {BV("\x0A")},                                    /* reserved type 10 */
-        {BV("\x0F\x00")},                                /* reserved type 15 */
-        {BV("\x02")},                                    /* INT32 without value */
-        {BV("\x06\x7F\x00\x00")},                        /* short IPv4 */
-        {BV("\x07\x00\x00\x00\x00\x00\x00\x00\x00")},    /* short IPv6 */
-        {BV("\x08\x05" "abc")},                          /* string longer than buffer */
+        {BV("\x0A")},                                 /* reserved type 10 */
+        {BV("\x0F\x00")},                             /* reserved type 15 */
+        {BV("\x02")},                                 /* INT32 without value */
+        {BV("\x06\x7F\x00\x00")},                     /* short IPv4 */
+        {BV("\x07\x00\x00\x00\x00\x00\x00\x00\x00")}, /* short IPv6 */
+        {BV("\x08\x05"
+            "abc")},                                          /* string longer than buffer */
         {BV("\x09\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\x0F")}, /* huge length */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -319,50 +324,82 @@ VEC(haproxy_hello, "\x00\x00\x00\x4B"
                    "\x01"
                    "\x00\x00\x00\x01"
                    "\x00\x00"
-                   "\x12" "supported-versions" "\x08\x03" "2.0"
-                   "\x0E" "max-frame-size" "\x03\xFC\xF0\x06"
-                   "\x0C" "capabilities" "\x08\x0A" "pipelining");
+                   "\x12"
+                   "supported-versions"
+                   "\x08\x03"
+                   "2.0"
+                   "\x0E"
+                   "max-frame-size"
+                   "\x03\xFC\xF0\x06"
+                   "\x0C"
+                   "capabilities"
+                   "\x08\x0A"
+                   "pipelining");
 
 /* The AGENT-HELLO answering it. */
 VEC(agent_hello, "\x00\x00\x00\x40"
                  "\x65"
                  "\x00\x00\x00\x01"
                  "\x00\x00"
-                 "\x07" "version" "\x08\x03" "2.0"
-                 "\x0E" "max-frame-size" "\x03\xFC\xF0\x06"
-                 "\x0C" "capabilities" "\x08\x0A" "pipelining");
+                 "\x07"
+                 "version"
+                 "\x08\x03"
+                 "2.0"
+                 "\x0E"
+                 "max-frame-size"
+                 "\x03\xFC\xF0\x06"
+                 "\x0C"
+                 "capabilities"
+                 "\x08\x0A"
+                 "pipelining");
 
 /* NOTIFY stream 5 frame 1: message "check" with ip=127.0.0.1, path="/x". */
 VEC(notify, "\x00\x00\x00\x1F"
             "\x03"
             "\x00\x00\x00\x01"
             "\x05\x01"
-            "\x05" "check" "\x02"
-            "\x02" "ip" "\x06\x7F\x00\x00\x01"
-            "\x04" "path" "\x08\x02" "/x");
+            "\x05"
+            "check"
+            "\x02"
+            "\x02"
+            "ip"
+            "\x06\x7F\x00\x00\x01"
+            "\x04"
+            "path"
+            "\x08\x02"
+            "/x");
 
 /* ACK stream 5 frame 1: set-var(txn, status, uint32 200), unset-var(req, x). */
 VEC(ack, "\x00\x00\x00\x18"
          "\x67"
          "\x00\x00\x00\x01"
          "\x05\x01"
-         "\x01\x03\x02" "\x06" "status" "\x03\xC8"
-         "\x02\x02\x03" "\x01" "x");
+         "\x01\x03\x02"
+         "\x06"
+         "status"
+         "\x03\xC8"
+         "\x02\x02\x03"
+         "\x01"
+         "x");
 
 /* AGENT-DISCONNECT: status 3, "frame is too big". */
 VEC(agent_disconnect, "\x00\x00\x00\x2F"
                       "\x66"
                       "\x00\x00\x00\x01"
                       "\x00\x00"
-                      "\x0B" "status-code" "\x03\x03"
-                      "\x07" "message" "\x08\x10" "frame is too big");
+                      "\x0B"
+                      "status-code"
+                      "\x03\x03"
+                      "\x07"
+                      "message"
+                      "\x08\x10"
+                      "frame is too big");
 
 START_TEST(frame_parse_hello)
 {
     struct spop_frame f;
     size_t used;
-    ck_assert_int_eq(spop_frame_parse(haproxy_hello, haproxy_hello_len, 16380, &f, &used),
-                     SPOP_OK);
+    ck_assert_int_eq(spop_frame_parse(haproxy_hello, haproxy_hello_len, 16380, &f, &used), SPOP_OK);
     ck_assert_uint_eq(used, haproxy_hello_len);
     ck_assert_uint_eq(f.type, SPOP_FRAME_HAPROXY_HELLO);
     ck_assert_uint_eq(f.flags, SPOP_FLAG_FIN);
@@ -545,8 +582,8 @@ START_TEST(frame_malformed_header)
                      SPOP_ERR_INVALID);
     /* stream-id varint runs past the frame */
     ck_assert_int_eq(
-        spop_frame_parse((const uint8_t *)"\x00\x00\x00\x07\x03\x00\x00\x00\x01\xF0\x80", 11,
-                         16380, &f, &used),
+        spop_frame_parse((const uint8_t *)"\x00\x00\x00\x07\x03\x00\x00\x00\x01\xF0\x80", 11, 16380,
+                         &f, &used),
         SPOP_ERR_INVALID);
     /* zero-length frame */
     ck_assert_int_eq(spop_frame_parse((const uint8_t *)"\x00\x00\x00\x00", 4, 16380, &f, &used),
@@ -599,10 +636,24 @@ struct hello_case {
     int status;
 };
 
-#define KV_VSN "\x12" "supported-versions" "\x08\x03" "2.0"
-#define KV_MFS "\x0E" "max-frame-size" "\x03\xFC\xF0\x06"
-#define KV_CAP "\x0C" "capabilities" "\x08\x0A" "pipelining"
-#define HC(lit, st) {lit, sizeof(lit) - 1, st}
+#define KV_VSN                                                                                     \
+    "\x12"                                                                                         \
+    "supported-versions"                                                                           \
+    "\x08\x03"                                                                                     \
+    "2.0"
+#define KV_MFS                                                                                     \
+    "\x0E"                                                                                         \
+    "max-frame-size"                                                                               \
+    "\x03\xFC\xF0\x06"
+#define KV_CAP                                                                                     \
+    "\x0C"                                                                                         \
+    "capabilities"                                                                                 \
+    "\x08\x0A"                                                                                     \
+    "pipelining"
+#define HC(lit, st)                                                                                \
+    {                                                                                              \
+        lit, sizeof(lit) - 1, st                                                                   \
+    }
 
 static const struct hello_case hello_cases[] = {
     HC(KV_VSN KV_MFS KV_CAP, SPOP_OK),
@@ -610,16 +661,48 @@ static const struct hello_case hello_cases[] = {
     HC(KV_MFS KV_CAP, SPOP_ERR_NO_VSN),
     HC(KV_VSN KV_CAP, SPOP_ERR_NO_FRAME_SIZE),
     HC(KV_VSN KV_MFS, SPOP_ERR_NO_CAP),
-    HC("\x12" "supported-versions" "\x08\x03" "1.0" KV_MFS KV_CAP, SPOP_ERR_BAD_VSN),
-    HC("\x12" "supported-versions" "\x08\x08" "1.0, 2.0" KV_MFS KV_CAP, SPOP_OK),
-    HC(KV_VSN "\x0E" "max-frame-size" "\x03\x64" KV_CAP, SPOP_ERR_BAD_FRAME_SIZE), /* 100 */
-    HC(KV_VSN "\x0E" "max-frame-size" "\x08\x01" "1" KV_CAP, SPOP_ERR_INVALID), /* a string */
-    HC(KV_VSN KV_MFS "\x0C" "capabilities" "\x08\x00", SPOP_OK), /* empty caps: healthcheck */
-    HC(KV_VSN KV_MFS KV_CAP "\x0B" "healthcheck" "\x11", SPOP_OK),
-    HC(KV_VSN KV_MFS KV_CAP "\x09" "engine-id" "\x08\x04" "abcd", SPOP_OK),
-    HC(KV_VSN KV_MFS KV_CAP "\x07" "unknown" "\x00", SPOP_OK), /* unknown keys ignored */
-    HC(KV_VSN KV_MFS KV_CAP "\x0B" "healthcheck", SPOP_ERR_INVALID), /* value missing */
-    HC(KV_VSN KV_MFS "\x0C" "capabi", SPOP_ERR_INVALID),            /* truncated name */
+    HC("\x12"
+       "supported-versions"
+       "\x08\x03"
+       "1.0" KV_MFS KV_CAP,
+       SPOP_ERR_BAD_VSN),
+    HC("\x12"
+       "supported-versions"
+       "\x08\x08"
+       "1.0, 2.0" KV_MFS KV_CAP,
+       SPOP_OK),
+    HC(KV_VSN "\x0E"
+              "max-frame-size"
+              "\x03\x64" KV_CAP,
+       SPOP_ERR_BAD_FRAME_SIZE), /* 100 */
+    HC(KV_VSN "\x0E"
+              "max-frame-size"
+              "\x08\x01"
+              "1" KV_CAP,
+       SPOP_ERR_INVALID), /* a string */
+    HC(KV_VSN KV_MFS "\x0C"
+                     "capabilities"
+                     "\x08\x00",
+       SPOP_OK), /* empty caps: healthcheck */
+    HC(KV_VSN KV_MFS KV_CAP "\x0B"
+                            "healthcheck"
+                            "\x11",
+       SPOP_OK),
+    HC(KV_VSN KV_MFS KV_CAP "\x09"
+                            "engine-id"
+                            "\x08\x04"
+                            "abcd",
+       SPOP_OK),
+    HC(KV_VSN KV_MFS KV_CAP "\x07"
+                            "unknown"
+                            "\x00",
+       SPOP_OK), /* unknown keys ignored */
+    HC(KV_VSN KV_MFS KV_CAP "\x0B"
+                            "healthcheck",
+       SPOP_ERR_INVALID), /* value missing */
+    HC(KV_VSN KV_MFS "\x0C"
+                     "capabi",
+       SPOP_ERR_INVALID), /* truncated name */
 };
 
 START_TEST(hello_decode_cases)
@@ -633,9 +716,13 @@ END_TEST
 START_TEST(hello_healthcheck_and_caps)
 {
     /* spaces around items are ignored (SPOE.txt 3.2.4); the list is 33 bytes */
-    static const char p[] = KV_VSN KV_MFS "\x0C" "capabilities" "\x08\x21"
-                            " pipelining , async,fragmentation"
-                            "\x0B" "healthcheck" "\x11";
+    static const char p[] = KV_VSN KV_MFS "\x0C"
+                                          "capabilities"
+                                          "\x08\x21"
+                                          " pipelining , async,fragmentation"
+                                          "\x0B"
+                                          "healthcheck"
+                                          "\x11";
     struct spop_hello h;
     ck_assert_int_eq(spop_hello_decode((const uint8_t *)p, sizeof(p) - 1, &h), SPOP_OK);
     ck_assert(h.cap_pipelining && h.cap_async && h.cap_fragmentation);
@@ -654,13 +741,37 @@ START_TEST(notify_malformed)
         size_t len;
         int status;
     } cases[] = {
-        {BV("\x05" "check"), SPOP_ERR_INVALID},                       /* no arg count */
-        {BV("\x05" "check" "\x01"), SPOP_ERR_INVALID},                /* 1 arg announced, 0 sent */
-        {BV("\x05" "check" "\x01\x02" "ip" "\x06\x7F"), SPOP_ERR_INVALID}, /* short IPv4 */
-        {BV("\x09" "check"), SPOP_ERR_INVALID},                       /* name too long */
-        {BV("\x05" "check" "\x21"), SPOP_ERR_RES},                    /* 33 args > limit */
-        {BV("\x01" "a" "\x00" "\x01" "b" "\x00" "\x01" "c" "\x00"), SPOP_ERR_RES}, /* 3 > max 2 */
-        {BV(""), SPOP_OK},                                            /* no messages at all */
+        {BV("\x05"
+            "check"),
+         SPOP_ERR_INVALID}, /* no arg count */
+        {BV("\x05"
+            "check"
+            "\x01"),
+         SPOP_ERR_INVALID}, /* 1 arg announced, 0 sent */
+        {BV("\x05"
+            "check"
+            "\x01\x02"
+            "ip"
+            "\x06\x7F"),
+         SPOP_ERR_INVALID}, /* short IPv4 */
+        {BV("\x09"
+            "check"),
+         SPOP_ERR_INVALID}, /* name too long */
+        {BV("\x05"
+            "check"
+            "\x21"),
+         SPOP_ERR_RES}, /* 33 args > limit */
+        {BV("\x01"
+            "a"
+            "\x00"
+            "\x01"
+            "b"
+            "\x00"
+            "\x01"
+            "c"
+            "\x00"),
+         SPOP_ERR_RES},    /* 3 > max 2 */
+        {BV(""), SPOP_OK}, /* no messages at all */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         ck_assert_msg(spop_notify_decode((const uint8_t *)cases[i].p, cases[i].len, msgs, 2, &n) ==
@@ -696,11 +807,15 @@ START_TEST(ack_decode_malformed)
         const char *p;
         size_t len;
     } cases[] = {
-        {BV("\x01\x03")},                     /* cut after nb-args */
-        {BV("\x01\x03\x02\x01" "a")},         /* set-var without value */
-        {BV("\x03\x02\x02\x01" "a")},         /* unknown action type */
-        {BV("\x01\x02\x02\x01" "a\x00")},     /* set-var with 2 args */
-        {BV("\x02\x02\x02\x05" "a")},         /* name longer than payload */
+        {BV("\x01\x03")}, /* cut after nb-args */
+        {BV("\x01\x03\x02\x01"
+            "a")}, /* set-var without value */
+        {BV("\x03\x02\x02\x01"
+            "a")}, /* unknown action type */
+        {BV("\x01\x02\x02\x01"
+            "a\x00")}, /* set-var with 2 args */
+        {BV("\x02\x02\x02\x05"
+            "a")}, /* name longer than payload */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         ck_assert_msg(spop_ack_decode((const uint8_t *)cases[i].p, cases[i].len, acts, 2, &n) ==
