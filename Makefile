@@ -19,9 +19,15 @@ PKGS     := hiredis msgpack libpq
 LIBS      = -lev -lcrypt -lpthread $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# `make V=1` shows the compiler command lines.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
 
 BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-dev \
-              libcrypt-dev
+              libcrypt-dev libssl-dev
 TEST_PKGS  := check clang libclang-rt-14-dev haproxy redis-server postgresql curl \
               openssl procps iproute2 ca-certificates socat
 BENCH_PKGS := wrk squid apache2-utils
@@ -32,7 +38,8 @@ AGENT_SRC   := $(filter-out $(AGENT_MAINS),$(wildcard agent/*.c))
 AGENT_HDR   := $(wildcard agent/*.h)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
-TOOLS       := tests/tools/spop-client tests/tools/spop-echo
+TOOLS       := tests/tools/spop-client tests/tools/spop-echo tests/tools/upstream \
+               tests/tools/origin
 FUZZ_SECONDS ?= 60
 
 OBJ      := $(AGENT_SRC:agent/%.c=build/rel/%.o)
@@ -73,21 +80,31 @@ bench-deps: test-deps
 # --- the agent ----------------------------------------------------------------
 build/rel/%.o: agent/%.c $(AGENT_HDR) | deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
 
 build/asan/%.o: agent/%.c $(AGENT_HDR) | deps
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) -c $< -o $@
+	@echo "  CC/SAN  $<"
+	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) -c $< -o $@
 
 agent/gw-agent: agent/main.c $(OBJ)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
 
 # The same agent under ASan+UBSan: what the integration tests run.
 build/asan/gw-agent: agent/main.c $(ASAN_OBJ)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) $^ -o $@ $(LIBS)
+	@echo "  LD/SAN  $@"
+	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) $^ -o $@ $(LIBS)
+
+# The origin serves HTTPS too (test CA): it alone needs OpenSSL.
+tests/tools/origin: tests/tools/origin.c
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $^ -o $@ -lev -lssl -lcrypto
 
 tests/tools/%: tests/tools/%.c $(OBJ)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
 
 # --- unit tests (check) ---------------------------------------------------------
 # Each tests/unit/test_*.c defines `Suite *<name>_suite(void)`; the runner's
@@ -102,7 +119,8 @@ build/unit/suites.h: $(UNIT_SRC)
 
 build/unit/unit-tests: tests/unit/main.c $(UNIT_SRC) build/unit/suites.h $(ASAN_OBJ) \
                        $(wildcard tests/unit/*.h) | test-deps
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -Ibuild/unit -Itests/unit -include suites.h -O1 -g $(SAN) $(WARN) \
+	@echo "  LD/SAN  $@"
+	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -Ibuild/unit -Itests/unit -include suites.h -O1 -g $(SAN) $(WARN) \
 		tests/unit/main.c $(UNIT_SRC) $(ASAN_OBJ) -o $@ $(LIBS) $(shell pkg-config --libs check)
 
 unit: build/unit/unit-tests
@@ -112,7 +130,8 @@ unit: build/unit/unit-tests
 # --- fuzzing (libFuzzer, ASan+UBSan) ------------------------------------------------
 build/fuzz/%: tests/fuzz/%.c $(AGENT_SRC) $(AGENT_HDR) | test-deps
 	@mkdir -p $(@D)
-	$(CLANG) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined \
+	@echo "  FUZZ    $@"
+	$(Q)$(CLANG) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all $(WARN) -Wno-missing-prototypes $< $(AGENT_SRC) \
 		-o $@ $(LIBS)
 

@@ -13,15 +13,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
+#include "crypt_pool.h"
 #include "handler_echo.h"
+#include "handler_gw.h"
 #include "log.h"
 #include "spoa.h"
 
 #define GW_VERSION "0.1.0"
 
-enum opt_kind { OPT_STR, OPT_UINT };
+enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL };
 
 struct option_def {
     const char *name; /* --name */
@@ -41,6 +44,15 @@ enum {
     O_HANDLER,
     O_ECHO_DELAY,
     O_LOG_LEVEL,
+    O_POSTGRES_URI,
+    O_REFRESH,
+    O_SNAPSHOT,
+    O_TRAFFIC,
+    O_REDIS_ADDR,
+    O_REDIS_PASSWORD,
+    O_REDIS_DB,
+    O_BALANCE_TIMEOUT,
+    O_CRYPT_THREADS,
     O_COUNT
 };
 
@@ -55,11 +67,30 @@ static const struct option_def options[O_COUNT] = {
                         "unanswered NOTIFY frames per connection before reading pauses"},
     [O_SHUTDOWN] = {"shutdown-timeout", "GW_SHUTDOWN_TIMEOUT", OPT_UINT, "10", 0, 3600,
                     "seconds to finish in-flight frames after SIGTERM/SIGINT"},
-    [O_HANDLER] = {"handler", "GW_HANDLER", OPT_STR, "echo", 0, 0,
-                   "request handler: 'echo' (diagnostic: echoes arguments as variables)"},
+    [O_HANDLER] = {"handler", "GW_HANDLER", OPT_STR, "gateway", 0, 0,
+                   "'gateway' (the verdicts) or 'echo' (diagnostic: echoes arguments back)"},
     [O_ECHO_DELAY] = {"echo-delay-ms", "GW_ECHO_DELAY_MS", OPT_UINT, "0", 0, 60000,
                       "echo handler: answer this many ms later (tests asynchronous answers)"},
     [O_LOG_LEVEL] = {"log-level", "LOG_LEVEL", OPT_STR, "info", 0, 0, "debug, info, warn or error"},
+    [O_POSTGRES_URI] = {"postgres-uri", "POSTGRES_URI", OPT_STR, "", 0, 0,
+                        "PostgreSQL connection string (required by the gateway handler)"},
+    [O_REFRESH] = {"refresh-interval", "REFRESH_INTERVAL", OPT_UINT, "30", 1, 86400,
+                   "seconds between full reloads (changes also apply at once via NOTIFY)"},
+    [O_SNAPSHOT] = {"snapshot-path", "GW_SNAPSHOT_PATH", OPT_STR,
+                    "/var/lib/gw-agent/snapshot.msgpack", 0, 0,
+                    "file the last good snapshot is saved to, and started from when "
+                    "PostgreSQL is down ('' disables)"},
+    [O_TRAFFIC] = {"traffic-logging", "ENABLE_TRAFFIC_LOGGING", OPT_BOOL, "true", 0, 0,
+                   "balance checks and traffic logging (true/false)"},
+    [O_REDIS_ADDR] = {"redis-addr", "REDIS_ADDR", OPT_STR, "localhost:6379", 0, 0,
+                      "Redis host:port"},
+    [O_REDIS_PASSWORD] = {"redis-password", "REDIS_PASSWORD", OPT_STR, "", 0, 0,
+                          "Redis password (AUTH), empty for none"},
+    [O_REDIS_DB] = {"redis-db", "REDIS_DB", OPT_UINT, "0", 0, 1000, "Redis database number"},
+    [O_BALANCE_TIMEOUT] = {"balance-timeout-ms", "GW_BALANCE_TIMEOUT_MS", OPT_UINT, "100", 1, 10000,
+                           "wait this long for a balance from Redis, then allow (fail open)"},
+    [O_CRYPT_THREADS] = {"crypt-threads", "GW_CRYPT_THREADS", OPT_UINT, "2", 1, 64,
+                         "threads verifying crypt(3) password hashes off the event loops"},
 };
 
 static void usage(FILE *out)
@@ -72,7 +103,10 @@ static void usage(FILE *out)
     for (int i = 0; i < O_COUNT; i++) {
         const struct option_def *o = &options[i];
         char left[64];
-        snprintf(left, sizeof(left), "--%s=%s", o->name, o->kind == OPT_UINT ? "N" : "VALUE");
+        snprintf(left, sizeof(left), "--%s=%s", o->name,
+                 o->kind == OPT_UINT   ? "N"
+                 : o->kind == OPT_BOOL ? "BOOL"
+                                       : "VALUE");
         fprintf(out, "  %-28s %s\n  %-28s env %s, default %s\n", left, o->help, "",
                 o->env ? o->env : "-", o->def);
     }
@@ -98,6 +132,107 @@ static bool parse_uint(const struct option_def *o, const char *s, unsigned *out)
     return true;
 }
 
+static bool parse_bool(const struct option_def *o, const char *s, bool *out)
+{
+    if (!strcasecmp(s, "true") || !strcmp(s, "1") || !strcasecmp(s, "yes")) {
+        *out = true;
+        return true;
+    }
+    if (!strcasecmp(s, "false") || !strcmp(s, "0") || !strcasecmp(s, "no")) {
+        *out = false;
+        return true;
+    }
+    fprintf(stderr, "gw-agent: %s / --%s='%s': expected true or false\n", o->env ? o->env : "-",
+            o->name, s);
+    return false;
+}
+
+/* "host:port" or "[v6]:port" into host (copied into buf) and port. */
+static bool parse_hostport(const char *s, char *buf, size_t cap, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s) return false;
+    const char *h = s;
+    size_t hlen = (size_t)(colon - s);
+    if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (hlen == 0 || hlen >= cap || *end || p < 1 || p > 65535) return false;
+    memcpy(buf, h, hlen);
+    buf[hlen] = '\0';
+    *port = (int)p;
+    return true;
+}
+
+/* Runs the gateway handler: snapshot store, crypt pool, then the server. */
+static int run_gateway(const char *const *values, const struct spoa_config *cfg)
+{
+    unsigned refresh, redis_db, balance_timeout, crypt_threads;
+    bool traffic;
+    char redis_host[256];
+    int redis_port;
+    if (!parse_uint(&options[O_REFRESH], values[O_REFRESH], &refresh) ||
+        !parse_uint(&options[O_REDIS_DB], values[O_REDIS_DB], &redis_db) ||
+        !parse_uint(&options[O_BALANCE_TIMEOUT], values[O_BALANCE_TIMEOUT], &balance_timeout) ||
+        !parse_uint(&options[O_CRYPT_THREADS], values[O_CRYPT_THREADS], &crypt_threads) ||
+        !parse_bool(&options[O_TRAFFIC], values[O_TRAFFIC], &traffic))
+        return 2;
+    if (!values[O_POSTGRES_URI][0]) {
+        fprintf(stderr, "gw-agent: POSTGRES_URI is required (or --postgres-uri)\n");
+        return 2;
+    }
+    if (!parse_hostport(values[O_REDIS_ADDR], redis_host, sizeof(redis_host), &redis_port)) {
+        fprintf(stderr, "gw-agent: REDIS_ADDR='%s': expected host:port\n", values[O_REDIS_ADDR]);
+        return 2;
+    }
+
+    struct snapshot_store_config scfg = {
+        .postgres_uri = values[O_POSTGRES_URI],
+        .refresh_s = refresh,
+        .snapshot_path = values[O_SNAPSHOT][0] ? values[O_SNAPSHOT] : NULL,
+        .connect_timeout_s = 5,
+    };
+    struct snapshot_store *store = snapshot_store_start(&scfg);
+    if (!store) return 1; /* the store logged why: no database and no saved snapshot */
+    struct crypt_pool *pool = crypt_pool_start(crypt_threads, 1024);
+    if (!pool) {
+        snapshot_store_stop(store);
+        return 1;
+    }
+    struct gw_config gcfg = {
+        .store = store,
+        .crypt = pool,
+        .balance_checks = traffic,
+        .redis_host = redis_host,
+        .redis_port = redis_port,
+        .redis_password = values[O_REDIS_PASSWORD],
+        .redis_db = redis_db,
+        .balance_timeout_ms = balance_timeout,
+    };
+    static struct gw_stats gstats;
+    struct spoa_handler handler;
+    handler_gw_init(&handler, &gcfg, &gstats);
+
+    static struct spoa_stats stats;
+    log_info("gw-agent %s starting: handler gateway, balance checks %s, redis %s:%d", GW_VERSION,
+             traffic ? "on" : "off", redis_host, redis_port);
+    int rc = spoa_server_run(cfg, &handler, &stats) == 0 ? 0 : 1;
+    crypt_pool_stop(pool);
+    snapshot_store_stop(store);
+    log_info("stopped: %llu NOTIFY; verdicts 200=%llu 400=%llu 402=%llu 403=%llu 407=%llu "
+             "503=%llu; balance missing=%llu unreachable=%llu timeout=%llu",
+             (unsigned long long)stats.notify_frames, (unsigned long long)gstats.verdicts[0],
+             (unsigned long long)gstats.verdicts[1], (unsigned long long)gstats.verdicts[2],
+             (unsigned long long)gstats.verdicts[3], (unsigned long long)gstats.verdicts[4],
+             (unsigned long long)gstats.verdicts[5], (unsigned long long)gstats.balance_missing,
+             (unsigned long long)gstats.balance_unreachable,
+             (unsigned long long)gstats.balance_timeout);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *values[O_COUNT];
@@ -105,7 +240,10 @@ int main(int argc, char **argv)
 
     for (int i = 0; i < O_COUNT; i++) {
         const char *env = options[i].env ? getenv(options[i].env) : NULL;
-        values[i] = env && *env ? env : options[i].def;
+        /* An empty variable (compose's "REDIS_PASSWORD=") is a value for
+         * strings and "unset" for numbers and booleans. */
+        bool set = env && (*env || options[i].kind == OPT_STR);
+        values[i] = set ? env : options[i].def;
         longopts[i] = (struct option){options[i].name, required_argument, NULL, 1000 + i};
     }
     longopts[O_COUNT] = (struct option){"help", no_argument, NULL, 'h'};
@@ -152,15 +290,6 @@ int main(int argc, char **argv)
         threads = n > 0 ? (unsigned)n : 1;
     }
 
-    struct spoa_handler handler;
-    struct echo_config echo = {.delay_ms = echo_delay};
-    if (strcmp(values[O_HANDLER], "echo") == 0) {
-        handler_echo_init(&handler, &echo);
-    } else {
-        fprintf(stderr, "gw-agent: unknown handler '%s' (see --help)\n", values[O_HANDLER]);
-        return 2;
-    }
-
     struct spoa_config cfg = {
         .listen = values[O_LISTEN],
         .threads = threads,
@@ -170,6 +299,15 @@ int main(int argc, char **argv)
         .shutdown_ms = shutdown_s * 1000u,
     };
     signal(SIGPIPE, SIG_IGN);
+    if (strcmp(values[O_HANDLER], "gateway") == 0)
+        return run_gateway((const char *const *)values, &cfg);
+    if (strcmp(values[O_HANDLER], "echo") != 0) {
+        fprintf(stderr, "gw-agent: unknown handler '%s' (see --help)\n", values[O_HANDLER]);
+        return 2;
+    }
+    struct spoa_handler handler;
+    struct echo_config echo = {.delay_ms = echo_delay};
+    handler_echo_init(&handler, &echo);
     static struct spoa_stats stats;
     log_info("gw-agent %s starting: handler %s", GW_VERSION, handler.name);
     if (spoa_server_run(&cfg, &handler, &stats) != 0) return 1;

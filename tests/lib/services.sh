@@ -135,7 +135,7 @@ _svc_pg_bindir() {
 
 # --- init and cleanup ------------------------------------------------------------
 
-# svc_init: create $GW_TMP and install the cleanup trap (EXIT, INT, TERM).
+# svc_init: create $GW_TMP and install the cleanup trap (EXIT, INT, TERM, HUP).
 svc_init() {
     local base=${GW_TMPDIR:-${TMPDIR:-/tmp}} tool
     for tool in ss mktemp awk; do
@@ -153,6 +153,7 @@ svc_init() {
     trap '_svc_cleanup' EXIT
     trap '_svc_on_signal INT 130' INT
     trap '_svc_on_signal TERM 143' TERM
+    trap '_svc_on_signal HUP 129' HUP
 }
 
 # svc_on_exit <cmd...>: run at cleanup (in reverse order of registration),

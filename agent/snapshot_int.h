@@ -1,0 +1,110 @@
+/*
+ * Inside the snapshot module: the snapshot's layout, the incremental builder
+ * the loaders feed row by row, and the store's state. Shared by snapshot.c
+ * (data structure, lookups, swap), snapshot_load.c (PostgreSQL, the refresh
+ * thread) and snapshot_file.c (the file on disk). Nothing else includes it.
+ */
+#ifndef GW_SNAPSHOT_INT_H
+#define GW_SNAPSHOT_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "iptrie.h"
+#include "snapshot.h"
+
+/* A whitelist row as loaded, kept only to write the snapshot file. */
+struct snap_ip_entry {
+    int32_t id;
+    uint32_t len;     /* bytes of text */
+    const char *text; /* authorized_ips.ip as stored, NUL-terminated, in the arena */
+};
+
+/* A provider with what the file needs besides the public part. */
+struct snap_prov {
+    struct snap_provider pub;
+    const char *base_url; /* as stored, NUL-terminated, in the arena */
+    size_t base_url_len;
+    const char *url_template; /* as stored (may be empty), in the arena */
+    size_t url_template_len;
+};
+
+struct arena_chunk;
+
+/* Immutable once snapshot_builder_finish returns it, but for refs. */
+struct snapshot {
+    atomic_uint refs; /* owners: the builder's caller, a store, snapshot_refs */
+    int64_t loaded_at_ms;
+    struct snapshot_skips skips;
+
+    /* users: an array (a mapping grown with mremap) and an open-addressing
+     * table of slots: (32-bit hash tag << 32) | (index + 1), 0 when empty;
+     * linear probing, at most half full. */
+    struct snap_user *users;
+    size_t n_users;
+    size_t users_cap; /* bytes mapped */
+    uint64_t *slots;
+    size_t slot_mask;   /* slots - 1 (a power of two minus one) */
+    size_t slots_bytes; /* bytes mapped */
+    uint64_t key[2];    /* SipHash key, random per snapshot */
+
+    struct arena_chunk *arena; /* every string of the snapshot */
+
+    struct iptrie *trie;
+    struct snap_ip_entry *ips; /* rows, for the file */
+    size_t n_ips, ips_cap;
+
+    struct snap_prov *provs; /* eligible providers, sorted by slug */
+    size_t n_provs, provs_cap;
+    const struct snap_provider **global, **country; /* into provs, sorted by slug */
+    size_t n_global, n_country;
+};
+
+void snapshot_retain(struct snapshot *s);
+void snapshot_release(struct snapshot *s);
+
+/*
+ * The incremental builder: rows are copied as they come (the loader frees
+ * each batch of PostgreSQL results right after), validated, and skipped with
+ * a logged reason when bad. The add functions return 0 (added or skipped),
+ * or -1 when out of memory: then abort the builder.
+ */
+struct snapshot_builder;
+
+struct snapshot_builder *snapshot_builder_new(int64_t loaded_at_ms);
+int snapshot_builder_user(struct snapshot_builder *b, const struct snapshot_user_row *r);
+int snapshot_builder_ip(struct snapshot_builder *b, const struct snapshot_ip_row *r);
+int snapshot_builder_provider(struct snapshot_builder *b, const struct snapshot_provider_row *r);
+/* Adds counts of rows skipped before (a file keeps its original load's). */
+void snapshot_builder_add_skips(struct snapshot_builder *b, const struct snapshot_skips *k);
+/* Indexes the users, drops repeated slugs, resolves the providers' hosts
+ * (resolve NULL: snapshot_resolve_dns) and returns the snapshot; the builder
+ * is gone either way. NULL when out of memory. */
+struct snapshot *snapshot_builder_finish(struct snapshot_builder *b, snapshot_resolve_fn resolve,
+                                         void *arg);
+void snapshot_builder_abort(struct snapshot_builder *b);
+
+struct snapshot_loader; /* snapshot_load.c: the refresh thread and its connection */
+
+struct snapshot_store {
+    pthread_mutex_t mu;
+    struct snapshot *current;            /* under mu; the store holds one reference */
+    _Atomic uint64_t generation;         /* written under mu; read without it */
+    struct snapshot_store_status status; /* under mu */
+    struct snapshot_loader *loader;      /* NULL for a static store */
+};
+
+/* A store whose current snapshot is first (owned); NULL when out of memory. */
+struct snapshot_store *snapshot_store_alloc(struct snapshot *first);
+/* Frees the store and drops its reference to the current snapshot. */
+void snapshot_store_free(struct snapshot_store *st);
+
+/* Wall-clock and monotonic time, ms. */
+int64_t snapshot_wall_ms(void);
+int64_t snapshot_mono_ms(void);
+
+/* s[0..len) for a log line: at most about cap - 1 bytes, bytes outside
+ * printable ASCII as '?', "..." when cut. Returns buf. */
+const char *snapshot_printable(const char *s, size_t len, char *buf, size_t cap);
+
+#endif /* GW_SNAPSHOT_INT_H */

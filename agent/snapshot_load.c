@@ -1,0 +1,577 @@
+/*
+ * The snapshot store's loader: reads users, authorized_ips and proxies from
+ * PostgreSQL on a thread of its own (never on a worker's event loop), builds
+ * a snapshot and publishes it, then waits for the next reason to reload.
+ *
+ * Consistency: the three tables are read in one REPEATABLE READ READ ONLY
+ * transaction, so a snapshot never mixes two database states. The big tables
+ * are read through cursors, FETCH_ROWS rows at a time, straight into the
+ * builder: memory holds one batch of results next to the snapshot, never
+ * the whole result set. Provider hosts are resolved after COMMIT (DNS may be
+ * slow; the transaction should not wait for it).
+ *
+ * Freshness: the connection LISTENs on gw_snapshot (sql/migrations/001: every
+ * statement on the three tables notifies it) before the first load, so no
+ * commit is missed. The thread sleeps in poll() on the connection's socket
+ * and a wake-up pipe; a notification triggers a reload at once, after
+ * draining every notification already received (a burst costs one load, plus
+ * one more for commits that land during it). Reloads are also periodic
+ * (refresh_s), and triggered loads are spaced by at least the last load's
+ * duration, so a table that changes all the time keeps the thread at most
+ * half busy.
+ *
+ * Failures keep the last snapshot: the error is logged, postgres_ok turns
+ * false, and the load is retried after 1 s, 2 s, 4 s... up to refresh_s; a
+ * broken connection is dropped and made again. At start, when PostgreSQL
+ * cannot give a first snapshot, the file at snapshot_path (the last good
+ * snapshot, written after every load) is used, with an error in the log
+ * saying how old it is.
+ */
+#include "snapshot_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define FETCH_ROWS          50000 /* rows per FETCH from a cursor */
+#define DEFAULT_REFRESH_S   60
+#define DEFAULT_CONNECT_S   5
+#define FIRST_BACKOFF_MS    1000
+#define STATEMENT_TIMEOUT_S 120 /* one FETCH never takes this long */
+
+struct snapshot_loader {
+    struct snapshot_store *st;
+    char *uri;          /* may hold a password: never logged */
+    char *path;         /* NULL: no snapshot file */
+    int64_t refresh_ms; /* periodic reload */
+    unsigned connect_s; /* connect_timeout */
+    PGconn *conn;       /* the loader thread's (the starter's until it runs) */
+    pthread_t thread;
+    bool thread_started;
+    int wake[2]; /* snapshot_store_stop writes to wake[1] */
+    atomic_bool stopping;
+    bool save_first; /* the first snapshot came from PostgreSQL: write the file */
+    uint32_t last_load_ms;
+};
+
+/* PostgreSQL's message on one line, without the trailing newline. */
+static void pg_err(char *err, size_t errlen, const char *what, const char *msg)
+{
+    snprintf(err, errlen, "%s: %s", what, msg != NULL && msg[0] ? msg : "unknown error");
+    /* white space runs (libpq's line breaks and tabs) as one space */
+    size_t n = 0;
+    for (const char *p = err; *p; p++) {
+        bool space = *p == ' ' || *p == '\n' || *p == '\r' || *p == '\t';
+        if (space && (n == 0 || err[n - 1] == ' ')) continue;
+        err[n++] = space ? ' ' : *p;
+    }
+    while (n > 0 && err[n - 1] == ' ')
+        n--;
+    err[n] = '\0';
+}
+
+/* Runs a statement that returns no rows; 0, or -1 with err set. */
+static int pg_command(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(c, sql);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        pg_err(err, errlen, sql, res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        rc = -1;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Connects and LISTENs. NULL with err set on failure. */
+static PGconn *pg_connect(const struct snapshot_loader *l, char *err, size_t errlen)
+{
+    char ct[16];
+    snprintf(ct, sizeof(ct), "%u", l->connect_s);
+    /* Defaults first: the URI (dbname, expanded) may override any of them. */
+    const char *keys[] = {"connect_timeout",
+                          "application_name",
+                          "keepalives",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          "dbname",
+                          NULL};
+    const char *vals[] = {ct, "gw-agent snapshot", "1", "30", "10", "3", "30000", l->uri, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c == NULL) {
+        snprintf(err, errlen, "connect: out of memory");
+        return NULL;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        pg_err(err, errlen, "connect", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    char set[64];
+    snprintf(set, sizeof(set), "SET statement_timeout = '%ds'", STATEMENT_TIMEOUT_S);
+    if (pg_command(c, set, err, errlen) != 0 ||
+        pg_command(c, "LISTEN gw_snapshot", err, errlen) != 0) {
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Reads every pending notification; true when there was one. */
+static bool drain_notifies(PGconn *c)
+{
+    bool any = false;
+    PGnotify *n;
+    PQconsumeInput(c);
+    while ((n = PQnotifies(c)) != NULL) {
+        any = true;
+        PQfreemem(n);
+    }
+    return any;
+}
+
+static const char *val(const PGresult *res, int row, int col, size_t *len)
+{
+    if (PQgetisnull(res, row, col)) {
+        *len = 0;
+        return NULL;
+    }
+    *len = (size_t)PQgetlength(res, row, col);
+    return PQgetvalue(res, row, col);
+}
+
+static enum snapshot_bool bval(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col)) return SNAPSHOT_NULL;
+    return PQgetvalue(res, row, col)[0] == 't' ? SNAPSHOT_TRUE : SNAPSHOT_FALSE;
+}
+
+/* An integer column; NULL reads as 0 (every one the loader reads is NOT NULL). */
+static int64_t ival(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col)) return 0;
+    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static int add_providers(struct snapshot_builder *b, const PGresult *res)
+{
+    for (int i = 0, n = PQntuples(res); i < n; i++) {
+        struct snapshot_provider_row p = {
+            .id = (int32_t)ival(res, i, 0),
+            .port_min = ival(res, i, 7),
+            .port_max = ival(res, i, 8),
+            .is_visible = bval(res, i, 9),
+            .is_disabled = bval(res, i, 10),
+            .is_global = bval(res, i, 11),
+        };
+        p.base_url = val(res, i, 1, &p.base_url_len);
+        p.name = val(res, i, 2, &p.name_len);
+        p.slug = val(res, i, 3, &p.slug_len);
+        p.username = val(res, i, 4, &p.username_len);
+        p.password = val(res, i, 5, &p.password_len);
+        p.url_template = val(res, i, 6, &p.url_template_len);
+        p.country_format = val(res, i, 12, &p.country_format_len);
+        if (snapshot_builder_provider(b, &p) != 0) return -1;
+    }
+    return 0;
+}
+
+static int add_ips(struct snapshot_builder *b, const PGresult *res)
+{
+    for (int i = 0, n = PQntuples(res); i < n; i++) {
+        struct snapshot_ip_row r = {.id = (int32_t)ival(res, i, 0), .is_active = bval(res, i, 2)};
+        r.ip = val(res, i, 1, &r.ip_len);
+        if (snapshot_builder_ip(b, &r) != 0) return -1;
+    }
+    return 0;
+}
+
+static int add_users(struct snapshot_builder *b, const PGresult *res)
+{
+    for (int i = 0, n = PQntuples(res); i < n; i++) {
+        struct snapshot_user_row r = {.id = (int32_t)ival(res, i, 0), .is_active = bval(res, i, 3)};
+        r.username = val(res, i, 1, &r.username_len);
+        r.password = val(res, i, 2, &r.password_len);
+        if (snapshot_builder_user(b, &r) != 0) return -1;
+    }
+    return 0;
+}
+
+/* Runs sql (a SELECT or a FETCH) and feeds its rows to add; returns the row
+ * count, or -1 with err set. */
+static long pg_rows(PGconn *c, const char *sql, struct snapshot_builder *b,
+                    int (*add)(struct snapshot_builder *, const PGresult *), char *err,
+                    size_t errlen)
+{
+    PGresult *res = PQexec(c, sql);
+    long n = -1;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        pg_err(err, errlen, sql, res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    else if (add(b, res) != 0)
+        snprintf(err, errlen, "out of memory building the snapshot");
+    else
+        n = PQntuples(res);
+    PQclear(res);
+    return n;
+}
+
+/* Declares a cursor for sql and fetches it all into the builder. */
+static int pg_cursor(PGconn *c, const char *name, const char *sql, struct snapshot_builder *b,
+                     int (*add)(struct snapshot_builder *, const PGresult *), char *err,
+                     size_t errlen)
+{
+    char q[512];
+    snprintf(q, sizeof(q), "DECLARE %s NO SCROLL CURSOR FOR %s", name, sql);
+    if (pg_command(c, q, err, errlen) != 0) return -1;
+    snprintf(q, sizeof(q), "FETCH FORWARD %d FROM %s", FETCH_ROWS, name);
+    long n;
+    do {
+        n = pg_rows(c, q, b, add, err, errlen);
+        if (n < 0) return -1;
+    } while (n == FETCH_ROWS);
+    return 0;
+}
+
+/*
+ * One load: the three tables in one read-only REPEATABLE READ transaction,
+ * then DNS. NULL-flag semantics are the builder's (NULL is_active counts as
+ * true), so the WHERE clauses say IS NOT FALSE. Returns the snapshot, or
+ * NULL with err set.
+ */
+static struct snapshot *pg_load(PGconn *c, char *err, size_t errlen)
+{
+    struct snapshot_builder *b = snapshot_builder_new(snapshot_wall_ms());
+    if (b == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    int rc = pg_command(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen);
+    if (rc == 0 &&
+        pg_rows(c,
+                "SELECT id, base_url, name, slug, username, password, url_template, port_min, "
+                "port_max, is_visible, is_disabled, is_global, country_format "
+                "FROM proxies ORDER BY id",
+                b, add_providers, err, errlen) < 0)
+        rc = -1;
+    if (rc == 0)
+        rc = pg_cursor(c, "gw_snapshot_ips",
+                       "SELECT id, ip, is_active FROM authorized_ips "
+                       "WHERE is_active IS NOT FALSE ORDER BY id",
+                       b, add_ips, err, errlen);
+    if (rc == 0)
+        rc = pg_cursor(c, "gw_snapshot_users",
+                       "SELECT id, username, password, is_active FROM users "
+                       "WHERE is_active IS NOT FALSE",
+                       b, add_users, err, errlen);
+    if (rc == 0) rc = pg_command(c, "COMMIT", err, errlen);
+    if (rc != 0) {
+        if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
+            char ignored[64];
+            pg_command(c, "ROLLBACK", ignored, sizeof(ignored));
+        }
+        snapshot_builder_abort(b);
+        return NULL;
+    }
+    struct snapshot *s = snapshot_builder_finish(b, snapshot_resolve_dns, NULL);
+    if (s == NULL) snprintf(err, errlen, "out of memory building the snapshot");
+    return s;
+}
+
+/* Connects when needed and loads; on a broken connection, drops it. */
+static struct snapshot *attempt(struct snapshot_loader *l, char *err, size_t errlen)
+{
+    if (l->conn == NULL) l->conn = pg_connect(l, err, errlen);
+    if (l->conn == NULL) return NULL;
+    drain_notifies(l->conn); /* what this load will see anyway */
+    int64_t t0 = snapshot_mono_ms();
+    struct snapshot *s = pg_load(l->conn, err, errlen);
+    if (s != NULL) {
+        int64_t d = snapshot_mono_ms() - t0;
+        l->last_load_ms = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+    } else if (PQstatus(l->conn) != CONNECTION_OK) {
+        PQfinish(l->conn);
+        l->conn = NULL;
+    }
+    return s;
+}
+
+static void format_time(int64_t ms, char *buf, size_t cap)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void log_loaded(const struct snapshot *s, uint32_t ms, uint64_t generation)
+{
+    const struct snapshot_skips *k = snapshot_skipped(s);
+    const struct snap_provider *const *pp;
+    size_t global = snapshot_providers(s, true, &pp);
+    log_info("snapshot: generation %llu from PostgreSQL in %u ms: %zu users, %zu whitelist "
+             "prefixes, %zu providers (%zu global); skipped rows: %u bad CIDR, %u bad port range, "
+             "%u bad country_format, %u bad template, %u unresolved host, %u bad user, "
+             "%u duplicate",
+             (unsigned long long)generation, ms, snapshot_user_count(s), snapshot_ip_count(s),
+             snapshot_provider_count(s), global, k->bad_cidr, k->bad_port_range,
+             k->bad_country_format, k->bad_template, k->unresolved_host, k->bad_user, k->duplicate);
+}
+
+static void save(struct snapshot_loader *l, const struct snapshot *s)
+{
+    if (l->path == NULL) return;
+    char err[512];
+    int64_t t0 = snapshot_mono_ms();
+    if (snapshot_file_write(s, l->path, err, sizeof(err)) != 0)
+        log_error("snapshot: cannot save the snapshot file: %s", err);
+    else
+        log_debug("snapshot: saved %s in %lld ms", l->path, (long long)(snapshot_mono_ms() - t0));
+}
+
+/* The store's current snapshot, with a reference for the caller. */
+static struct snapshot *current(struct snapshot_store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    struct snapshot *s = st->current;
+    snapshot_retain(s);
+    pthread_mutex_unlock(&st->mu);
+    return s;
+}
+
+static void set_failed(struct snapshot_store *st, bool count)
+{
+    pthread_mutex_lock(&st->mu);
+    st->status.postgres_ok = false;
+    if (count) st->status.loads_failed++;
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void publish_loaded(struct snapshot_loader *l, struct snapshot *s)
+{
+    struct snapshot_store *st = l->st;
+    pthread_mutex_lock(&st->mu);
+    bool was_ok = st->status.postgres_ok, was_disk = st->status.from_disk;
+    st->status.postgres_ok = true;
+    st->status.from_disk = false;
+    st->status.loads_ok++;
+    st->status.last_ok_ms = snapshot_loaded_at_ms(s);
+    st->status.last_load_ms = l->last_load_ms;
+    pthread_mutex_unlock(&st->mu);
+    snapshot_retain(s); /* ours, for the file */
+    snapshot_store_publish(st, s);
+    struct snapshot_store_status now;
+    snapshot_store_status(st, &now);
+    if (!was_ok)
+        log_info("snapshot: PostgreSQL is reachable again%s",
+                 was_disk ? "; no longer serving the snapshot file's stale data" : "");
+    log_loaded(s, l->last_load_ms, now.generation);
+    save(l, s);
+    snapshot_release(s);
+}
+
+static void *loader_main(void *arg)
+{
+    struct snapshot_loader *l = arg;
+    if (l->save_first) {
+        struct snapshot *s = current(l->st);
+        save(l, s);
+        snapshot_release(s);
+    }
+    int64_t now = snapshot_mono_ms();
+    int64_t backoff = l->conn != NULL ? 0 : FIRST_BACKOFF_MS;
+    int64_t due = now + (l->conn != NULL ? l->refresh_ms : backoff); /* next load attempt */
+    int64_t gap = l->last_load_ms; /* least time between a load's end and a triggered one */
+    int64_t last_end = now;
+    char err[1024];
+
+    while (!atomic_load(&l->stopping)) {
+        now = snapshot_mono_ms();
+        if (now < due) {
+            struct pollfd fds[2] = {{.fd = l->wake[0], .events = POLLIN},
+                                    {.fd = l->conn ? PQsocket(l->conn) : -1, .events = POLLIN}};
+            int64_t wait = due - now;
+            int n = poll(fds, 2, wait > INT_MAX ? INT_MAX : (int)wait);
+            if (n < 0 && errno != EINTR) {
+                log_error("snapshot: poll: %s", strerror(errno));
+                usleep(100 * 1000);
+            }
+            if (n <= 0 || fds[0].revents != 0) continue; /* stopping is checked above */
+            if (fds[1].revents == 0) continue;
+            if (!PQconsumeInput(l->conn) || PQstatus(l->conn) != CONNECTION_OK) {
+                char msg[512];
+                pg_err(msg, sizeof(msg), "connection", PQerrorMessage(l->conn));
+                log_warn("snapshot: lost the PostgreSQL connection (%s); keeping the current "
+                         "snapshot, reconnecting",
+                         msg);
+                PQfinish(l->conn);
+                l->conn = NULL;
+                set_failed(l->st, false);
+                due = snapshot_mono_ms(); /* once at once, then back off */
+                backoff = 0;
+                continue;
+            }
+            if (drain_notifies(l->conn)) {
+                int64_t at = last_end + gap;
+                if (at < due) due = at;
+            }
+            continue;
+        }
+
+        struct snapshot *s = attempt(l, err, sizeof(err));
+        now = snapshot_mono_ms();
+        if (s != NULL) {
+            publish_loaded(l, s);
+            backoff = 0;
+            last_end = snapshot_mono_ms();
+            gap = l->last_load_ms;
+            due = last_end + l->refresh_ms;
+            /* commits that landed during the load */
+            if (l->conn != NULL && drain_notifies(l->conn)) due = last_end + gap;
+            continue;
+        }
+        set_failed(l->st, true);
+        backoff = backoff == 0 ? FIRST_BACKOFF_MS : backoff * 2;
+        if (backoff > l->refresh_ms) backoff = l->refresh_ms;
+        due = now + backoff;
+        struct snapshot *cur = current(l->st);
+        char when[32];
+        format_time(snapshot_loaded_at_ms(cur), when, sizeof(when));
+        log_error("snapshot: load from PostgreSQL failed: %s; still serving the snapshot read at "
+                  "%s (%lld s ago); retrying in %lld ms",
+                  err, when, (long long)((snapshot_wall_ms() - snapshot_loaded_at_ms(cur)) / 1000),
+                  (long long)backoff);
+        snapshot_release(cur);
+    }
+    return NULL;
+}
+
+static void loader_free(struct snapshot_loader *l)
+{
+    if (l == NULL) return;
+    if (l->conn != NULL) PQfinish(l->conn);
+    if (l->wake[0] >= 0) close(l->wake[0]);
+    if (l->wake[1] >= 0) close(l->wake[1]);
+    if (l->uri != NULL) {
+        explicit_bzero(l->uri, strlen(l->uri));
+        free(l->uri);
+    }
+    free(l->path);
+    free(l);
+}
+
+struct snapshot_store *snapshot_store_start(const struct snapshot_store_config *cfg)
+{
+    if (cfg == NULL || cfg->postgres_uri == NULL || cfg->postgres_uri[0] == '\0') {
+        log_error("snapshot: no PostgreSQL URI configured");
+        return NULL;
+    }
+    struct snapshot_loader *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        log_error("snapshot: out of memory");
+        return NULL;
+    }
+    l->wake[0] = l->wake[1] = -1;
+    l->uri = strdup(cfg->postgres_uri);
+    l->path = cfg->snapshot_path && cfg->snapshot_path[0] ? strdup(cfg->snapshot_path) : NULL;
+    l->refresh_ms = (int64_t)(cfg->refresh_s ? cfg->refresh_s : DEFAULT_REFRESH_S) * 1000;
+    l->connect_s = cfg->connect_timeout_s ? cfg->connect_timeout_s : DEFAULT_CONNECT_S;
+    atomic_init(&l->stopping, false);
+    if (l->uri == NULL || (cfg->snapshot_path && cfg->snapshot_path[0] && l->path == NULL) ||
+        pipe2(l->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        log_error("snapshot: cannot set up the loader: %s", strerror(errno ? errno : ENOMEM));
+        loader_free(l);
+        return NULL;
+    }
+
+    char err[1024];
+    struct snapshot *s = attempt(l, err, sizeof(err));
+    bool from_disk = false;
+    if (s == NULL) {
+        log_error("snapshot: cannot load the first snapshot from PostgreSQL: %s", err);
+        char ferr[512];
+        if (l->path == NULL) {
+            snprintf(ferr, sizeof(ferr), "no snapshot file configured");
+        } else if ((s = snapshot_file_read(l->path, ferr, sizeof(ferr))) != NULL) {
+            char when[32];
+            int64_t at = snapshot_loaded_at_ms(s);
+            format_time(at, when, sizeof(when));
+            log_error("snapshot: STARTING ON STALE DATA from the snapshot file %s, read from "
+                      "PostgreSQL at %s (%lld s ago): %zu users, %zu whitelist prefixes, %zu "
+                      "providers; changes made since then are not seen until PostgreSQL is "
+                      "reachable",
+                      l->path, when, (long long)((snapshot_wall_ms() - at) / 1000),
+                      snapshot_user_count(s), snapshot_ip_count(s), snapshot_provider_count(s));
+            from_disk = true;
+        }
+        if (s == NULL) {
+            log_error("snapshot: no snapshot to start with: PostgreSQL is unreachable and "
+                      "there is no usable snapshot file (%s)",
+                      ferr);
+            loader_free(l);
+            return NULL;
+        }
+    }
+    struct snapshot_store *st = snapshot_store_alloc(s);
+    if (st == NULL) {
+        log_error("snapshot: out of memory");
+        snapshot_release(s);
+        loader_free(l);
+        return NULL;
+    }
+    st->loader = l;
+    l->st = st;
+    l->save_first = !from_disk;
+    st->status.from_disk = from_disk;
+    st->status.postgres_ok = !from_disk;
+    if (from_disk) {
+        st->status.loads_failed = 1;
+    } else {
+        st->status.loads_ok = 1;
+        st->status.last_ok_ms = snapshot_loaded_at_ms(s);
+        st->status.last_load_ms = l->last_load_ms;
+        log_loaded(s, l->last_load_ms, 1);
+    }
+
+    /* The thread takes no signals: they are the main thread's business. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&l->thread, NULL, loader_main, l);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        log_error("snapshot: cannot start the loader thread: %s", strerror(rc));
+        st->loader = NULL;
+        loader_free(l);
+        snapshot_store_free(st);
+        return NULL;
+    }
+    l->thread_started = true;
+    return st;
+}
+
+/* Waits for a load in progress to end (bounded by the statement timeout). */
+void snapshot_store_stop(struct snapshot_store *st)
+{
+    if (st == NULL) return;
+    struct snapshot_loader *l = st->loader;
+    if (l != NULL) {
+        atomic_store(&l->stopping, true);
+        ssize_t w = write(l->wake[1], "x", 1);
+        (void)w; /* a full pipe already wakes it */
+        if (l->thread_started) pthread_join(l->thread, NULL);
+        loader_free(l);
+    }
+    snapshot_store_free(st);
+}
