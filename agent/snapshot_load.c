@@ -93,6 +93,16 @@ static int pg_command(PGconn *c, const char *sql, char *err, size_t errlen)
     return rc;
 }
 
+/* Server messages outside a query (a FATAL before the server closes the
+ * connection, say) go to the log instead of libpq's default, stderr. */
+static void pg_notice(void *arg, const char *msg)
+{
+    char line[512];
+    (void)arg;
+    pg_err(line, sizeof(line), "PostgreSQL says", msg);
+    log_warn("snapshot: %s", line);
+}
+
 /* Connects and LISTENs. NULL with err set on failure. */
 static PGconn *pg_connect(const struct snapshot_loader *l, char *err, size_t errlen)
 {
@@ -119,6 +129,7 @@ static PGconn *pg_connect(const struct snapshot_loader *l, char *err, size_t err
         PQfinish(c);
         return NULL;
     }
+    PQsetNoticeProcessor(c, pg_notice, NULL);
     char set[64];
     snprintf(set, sizeof(set), "SET statement_timeout = '%ds'", STATEMENT_TIMEOUT_S);
     if (pg_command(c, set, err, errlen) != 0 ||
@@ -129,7 +140,8 @@ static PGconn *pg_connect(const struct snapshot_loader *l, char *err, size_t err
     return c;
 }
 
-/* Reads every pending notification; true when there was one. */
+/* Reads every pending notification; true when there was one. A broken
+ * connection shows in PQstatus afterwards. */
 static bool drain_notifies(PGconn *c)
 {
     bool any = false;
@@ -381,6 +393,19 @@ static void publish_loaded(struct snapshot_loader *l, struct snapshot *s)
     snapshot_release(s);
 }
 
+/* The connection broke while idle: drop it; the caller retries. */
+static void lost(struct snapshot_loader *l)
+{
+    char msg[512];
+    pg_err(msg, sizeof(msg), "connection", PQerrorMessage(l->conn));
+    log_warn("snapshot: lost the PostgreSQL connection (%s); keeping the current snapshot, "
+             "reconnecting",
+             msg);
+    PQfinish(l->conn);
+    l->conn = NULL;
+    set_failed(l->st, false);
+}
+
 static void *loader_main(void *arg)
 {
     struct snapshot_loader *l = arg;
@@ -398,6 +423,12 @@ static void *loader_main(void *arg)
 
     while (!atomic_load(&l->stopping)) {
         now = snapshot_mono_ms();
+        if (l->conn != NULL && PQstatus(l->conn) != CONNECTION_OK) {
+            lost(l);
+            due = now; /* once at once, then back off */
+            backoff = 0;
+            continue;
+        }
         if (now < due) {
             struct pollfd fds[2] = {{.fd = l->wake[0], .events = POLLIN},
                                     {.fd = l->conn ? PQsocket(l->conn) : -1, .events = POLLIN}};
@@ -409,19 +440,8 @@ static void *loader_main(void *arg)
             }
             if (n <= 0 || fds[0].revents != 0) continue; /* stopping is checked above */
             if (fds[1].revents == 0) continue;
-            if (!PQconsumeInput(l->conn) || PQstatus(l->conn) != CONNECTION_OK) {
-                char msg[512];
-                pg_err(msg, sizeof(msg), "connection", PQerrorMessage(l->conn));
-                log_warn("snapshot: lost the PostgreSQL connection (%s); keeping the current "
-                         "snapshot, reconnecting",
-                         msg);
-                PQfinish(l->conn);
-                l->conn = NULL;
-                set_failed(l->st, false);
-                due = snapshot_mono_ms(); /* once at once, then back off */
-                backoff = 0;
-                continue;
-            }
+            /* a closed connection shows as readable; the check at the top
+             * of the loop sees it broken then */
             if (drain_notifies(l->conn)) {
                 int64_t at = last_end + gap;
                 if (at < due) due = at;
