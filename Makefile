@@ -1,6 +1,7 @@
 # Proxy gateway: the one entry point.
 #
 #   make            build agent/gw-agent (installs missing Debian build packages)
+#   make run        the whole gateway on this machine, proxy on localhost:8080
 #   make test       unit tests (ASan+UBSan), a short fuzz run, integration tests
 #   make unit       agent unit tests only: no HAProxy, PostgreSQL or Redis needed
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
@@ -28,8 +29,8 @@ endif
 
 BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-dev \
               libcrypt-dev libssl-dev
-TEST_PKGS  := check clang libclang-rt-14-dev haproxy redis-server postgresql curl \
-              openssl procps iproute2 ca-certificates socat
+RUN_PKGS   := haproxy redis-server postgresql curl openssl procps iproute2 ca-certificates socat
+TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev
 BENCH_PKGS := wrk squid apache2-utils
 
 # Programs with a main(); everything else in agent/ is the agent library.
@@ -46,7 +47,7 @@ OBJ      := $(AGENT_SRC:agent/%.c=build/rel/%.o)
 ASAN_OBJ := $(AGENT_SRC:agent/%.c=build/asan/%.o)
 FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 
-.PHONY: all deps test-deps bench-deps unit fuzz fuzz-short integration test bench \
+.PHONY: all deps run-deps test-deps bench-deps run unit fuzz fuzz-short integration test bench \
         format format-check clean
 .DEFAULT_GOAL := all
 
@@ -72,6 +73,8 @@ endef
 
 deps:
 	$(call apt_ensure,$(BUILD_PKGS))
+run-deps: deps
+	$(call apt_ensure,$(RUN_PKGS))
 test-deps: deps
 	$(call apt_ensure,$(TEST_PKGS))
 bench-deps: test-deps
@@ -156,6 +159,10 @@ integration: all build/asan/gw-agent test-deps
 	bash tests/integration/run.sh
 
 test: unit fuzz-short integration
+
+# --- the local stack ------------------------------------------------------------------
+run: all run-deps
+	bash tests/run-stack.sh
 
 # --- benchmarks -------------------------------------------------------------------
 bench: all bench-deps

@@ -6,6 +6,10 @@
 #                                   the upstream stand-in, an origin, the agent
 #                                   and HAProxy with haproxy/gateway.cfg
 #
+# With GW_EXTERNAL_POSTGRES_URI / GW_EXTERNAL_REDIS_ADDR set, that database /
+# Redis is used instead of starting one (and the database is not modified:
+# no schema, no demo data).
+#
 # Exports: GW_PORT (HAProxy's proxy port), GW_PROXY_PORT (PROXY protocol
 # port), AGENT_PORT, UP_PORT_MIN..UP_PORT_MAX (stand-in ports, used by all
 # demo providers), ORIGIN_PORT, ORIGIN_TLS_PORT, GW_CA (test CA file),
@@ -39,10 +43,20 @@ start_gateway_stack() {
     export UP_PORT_MIN UP_PORT_MAX ORIGIN_PORT ORIGIN_TLS_PORT AGENT_PORT GW_PORT \
         GW_PROXY_PORT UP_RECORD GW_SNAPSHOT GW_CA
 
-    start_postgres || return 1
-    GW_DEMO_PORT_MIN=$UP_PORT_MIN GW_DEMO_PORT_MAX=$UP_PORT_MAX db_apply --demo >/dev/null ||
-        { t_fail "sql/apply.sh --demo"; return 1; }
-    start_redis || return 1
+    if [ -n "${GW_EXTERNAL_POSTGRES_URI:-}" ]; then
+        POSTGRES_URI=$GW_EXTERNAL_POSTGRES_URI
+        export POSTGRES_URI
+    else
+        start_postgres || return 1
+        GW_DEMO_PORT_MIN=$UP_PORT_MIN GW_DEMO_PORT_MAX=$UP_PORT_MAX db_apply --demo >/dev/null ||
+            { t_fail "sql/apply.sh --demo"; return 1; }
+    fi
+    if [ -n "${GW_EXTERNAL_REDIS_ADDR:-}" ]; then
+        REDIS_ADDR=$GW_EXTERNAL_REDIS_ADDR
+        export REDIS_ADDR
+    else
+        start_redis || return 1
+    fi
 
     bash "$GW_ROOT/tests/tools/make-test-ca.sh" "$GW_TMP/ca" >/dev/null 2>&1 ||
         { t_fail "make-test-ca.sh"; return 1; }
@@ -89,4 +103,102 @@ gw_status() { # <proxy-user> <url> [curl args...]
     local user=$1 url=$2
     shift 2
     curl -s -o /dev/null -w '%{http_code}' --max-time 10 -x "http://$user@127.0.0.1:$GW_PORT" "$@" "$url"
+}
+
+# --- helpers for the end-to-end tests (tests/integration/t_gateway*.sh) --------
+#
+#   gw_rec_mark [file]             number of lines in the stand-in record now
+#   gw_rec_since <mark> [file]     the record lines written after gw_rec_mark
+#   gw_req <proxy-user> <url> [curl args...]
+#                                  one request through the gateway (password
+#                                  included in <proxy-user>, e.g. myuser:mypassword);
+#                                  sets GW_CODE, GW_HDRS (all response heads, CR
+#                                  stripped, lower-case names), GW_BODY (a file) and
+#                                  GW_REC (record lines written meanwhile)
+#   gw_raw <port> <bytes> [timeout_s=5]
+#                                  send raw bytes (printf %b escapes) on a fresh
+#                                  connection to 127.0.0.1:<port>, print what comes
+#                                  back until the peer closes (CRs kept)
+#   gw_wait_status <timeout_s> <code> <proxy-user> <url> [curl args...]
+#                                  repeat a request until it answers <code>
+#                                  (NOTIFY-driven snapshot reloads take a moment)
+#   gw_wait_health <timeout_s> <regex>
+#                                  wait until GET /health's body matches <regex>
+#   start_standin <name> <port|first-last> [upstream options...]
+#                                  another stand-in upstream (name <name>),
+#                                  record in $GW_TMP/<name>.record
+#   gw_b64 <text>                  base64 without line breaks
+
+gw_b64() {
+    printf '%s' "$1" | base64 -w0
+}
+
+gw_rec_mark() {
+    local f=${1:-$UP_RECORD}
+    if [ -f "$f" ]; then wc -l <"$f" | tr -d ' '; else echo 0; fi
+}
+
+gw_rec_since() {
+    local mark=${1:?gw_rec_since: mark} f=${2:-$UP_RECORD}
+    [ -f "$f" ] || return 0
+    tail -n +"$((mark + 1))" "$f"
+}
+
+gw_req() {
+    local user=${1:?gw_req: proxy user} url=${2:?gw_req: url} mark
+    shift 2
+    mark=$(gw_rec_mark)
+    GW_BODY=$GW_TMP/gw_req.body
+    GW_CODE=$(curl -s -o "$GW_BODY" -D "$GW_TMP/gw_req.hdrs" -w '%{http_code}' --max-time 30 \
+        -x "http://$user@127.0.0.1:$GW_PORT" "$@" "$url")
+    GW_HDRS=$(tr -d '\r' <"$GW_TMP/gw_req.hdrs" | sed 's/^[A-Za-z0-9-]*:/\L&/')
+    GW_REC=$(gw_rec_since "$mark")
+}
+
+gw_raw() {
+    local port=${1:?gw_raw: port} data=${2?gw_raw: bytes} t=${3:-5} fd
+    exec {fd}<>"/dev/tcp/127.0.0.1/$port" || return 1
+    printf '%b' "$data" >&"$fd"
+    timeout "$t" cat <&"$fd"
+    exec {fd}<&-
+    return 0
+}
+
+gw_wait_status() {
+    local t=${1:?gw_wait_status: timeout} code=${2:?gw_wait_status: code} user=$3 url=$4 deadline got
+    shift 4
+    deadline=$((SECONDS + t))
+    while :; do
+        got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -x "http://$user@127.0.0.1:$GW_PORT" "$@" "$url")
+        [ "$got" = "$code" ] && return 0
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            _svc_log "gw_wait_status: still $got (want $code) after ${t}s: $url as ${user%%:*}"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+gw_wait_health() {
+    local t=${1:?gw_wait_health: timeout} re=${2:?gw_wait_health: regex} deadline body
+    deadline=$((SECONDS + t))
+    while :; do
+        body=$(curl -s --max-time 5 "http://127.0.0.1:$GW_PORT/health")
+        [[ $body =~ $re ]] && return 0
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            _svc_log "gw_wait_health: /health still '$body' (want /$re/) after ${t}s"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+start_standin() {
+    local name=${1:?start_standin: name} ports=${2:?start_standin: port or range} up first
+    shift 2
+    up=$(gw_tool upstream) || { t_fail "build tests/tools/upstream"; return 1; }
+    start_bg "$name" "$up" --listen "127.0.0.1:$ports" --name "$name" \
+        --record "$GW_TMP/$name.record" "$@" || return 1
+    first=${ports%%-*}
+    wait_port "$first" 10 || { t_fail "stand-in $name did not listen on $first"; return 1; }
 }
