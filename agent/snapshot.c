@@ -2,13 +2,18 @@
  * The snapshot: what the agent knows of PostgreSQL, built once and then only
  * read, by every worker thread at once, in microseconds per request.
  *
- * Users sit in one array and an open-addressing hash table (SipHash with a
- * random key per snapshot, so usernames chosen by customers cannot line up
- * in one probe chain); every string lives in an arena of large chunks. The
- * big regions are mapped with mmap and grown with mremap, so a million users
- * cost one copy of each string and no allocator overhead per row, and freeing
- * an old snapshot gives its memory back to the system at once instead of
- * fragmenting the heap. The whitelist is an iptrie; providers, a handful, are
+ Users are records (the public struct followed by its username and
+ * password) packed in one region, indexed by an open-addressing hash table
+ * (SipHash with a random key per snapshot, so usernames chosen by customers
+ * cannot line up in one probe chain); with a million users the table and
+ * records are far larger than the CPU caches, and a lookup costs one memory
+ * access for the slot and one for the record with its key. Other strings
+ * live in an arena of large chunks. The big regions are mapped with mmap
+ * (transparent huge pages requested: fewer TLB misses) and grown with
+ * mremap, so a million users cost one copy of each string and no allocator
+ * overhead per row, and freeing an old snapshot gives its memory back to the
+ * system at once instead of fragmenting the heap. The whitelist is an iptrie; providers, a handful,
+ are
  * sorted by slug.
  *
  * Rows come in through the builder (from PostgreSQL, from the snapshot file,
@@ -38,8 +43,15 @@
 /* Skipped rows logged per table and build; further ones are only counted. */
 #define SKIP_LOG_MAX 20
 
-/* A user's index must fit the slot's low 32 bits, with 0 meaning empty. */
-#define USERS_MAX (UINT32_MAX - 1)
+/* A record's offset / 8 must fit the slot's low 32 bits, with 0 meaning
+ * empty: 32 GiB of user records. */
+#define UREC_MAX ((size_t)(UINT32_MAX - 1) * USER_REC_ALIGN)
+
+/* Longest username or password kept (the schema says 255 characters). */
+#define USER_STR_MAX 65535u
+
+/* Regions at least this large ask for transparent huge pages. */
+#define HUGE_REGION (4u << 20)
 
 int64_t snapshot_wall_ms(void)
 {
@@ -91,6 +103,7 @@ static void *region_grow(void *p, size_t *cap, size_t need)
                   ? mremap(p, *cap, ncap, MREMAP_MAYMOVE)
                   : mmap(NULL, ncap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (q == MAP_FAILED) return NULL;
+    if (ncap >= HUGE_REGION) madvise(q, ncap, MADV_HUGEPAGE); /* advice: failure is fine */
     *cap = ncap;
     return q;
 }
@@ -153,7 +166,7 @@ static void arena_free(struct arena_chunk *c)
 
 static void snapshot_destroy(struct snapshot *s)
 {
-    region_free(s->users, s->users_cap);
+    region_free(s->urec, s->urec_cap);
     region_free(s->slots, s->slots_bytes);
     arena_free(s->arena);
     iptrie_free(s->trie);
@@ -185,16 +198,22 @@ static uint64_t user_hash(const struct snapshot *s, const char *name, size_t len
     return rendezvous_siphash(s->key[0], s->key[1], name, len);
 }
 
+static const struct snap_user *user_at(const struct snapshot *s, uint64_t slot)
+{
+    return (const struct snap_user *)(const void *)(s->urec +
+                                                    ((uint32_t)slot - 1) * (size_t)USER_REC_ALIGN);
+}
+
 const struct snap_user *snapshot_user(const struct snapshot *s, const char *name, size_t len)
 {
-    if (s == NULL || s->n_users == 0 || (name == NULL && len > 0)) return NULL;
+    if (s == NULL || s->n_users == 0 || name == NULL || len == 0) return NULL;
     uint64_t h = user_hash(s, name, len);
     uint64_t tag = h >> 32;
     for (size_t i = (size_t)h & s->slot_mask;; i = (i + 1) & s->slot_mask) {
         uint64_t slot = s->slots[i];
         if (slot == 0) return NULL;
         if (slot >> 32 != tag) continue;
-        const struct snap_user *u = &s->users[(uint32_t)slot - 1];
+        const struct snap_user *u = user_at(s, slot);
         if (u->username_len == len && memcmp(u->username, name, len) == 0) return u;
     }
 }
@@ -332,18 +351,33 @@ int snapshot_builder_user(struct snapshot_builder *b, const struct snapshot_user
         skip(b, T_USERS, &s->skips.bad_user, r->id, "empty username");
         return 0;
     }
-    if (s->n_users >= USERS_MAX) return -1;
-    struct snap_user *u = region_grow(s->users, &s->users_cap, (s->n_users + 1) * sizeof(*u));
-    if (u == NULL) return -1;
-    s->users = u;
-    u += s->n_users;
+    size_t plen = r->password != NULL ? r->password_len : 0;
+    if (r->username_len > USER_STR_MAX || plen > USER_STR_MAX) {
+        skip(b, T_USERS, &s->skips.bad_user, r->id, "username or password longer than %u bytes",
+             USER_STR_MAX);
+        return 0;
+    }
+    size_t size = sizeof(struct user_rec) + r->username_len + 1 + plen + 1;
+    size = (size + USER_REC_ALIGN - 1) / USER_REC_ALIGN * USER_REC_ALIGN;
+    if (size > UREC_MAX - s->urec_len) return -1;
+    char *m = region_grow(s->urec, &s->urec_cap, s->urec_len + size);
+    if (m == NULL) return -1;
+    s->urec = m;
+    /* the string pointers are set by index_users: the region may move */
+    struct user_rec *rec = (struct user_rec *)(void *)(m + s->urec_len);
+    char *str = (char *)(rec + 1);
+    memcpy(str, r->username, r->username_len);
+    str[r->username_len] = '\0';
+    if (plen > 0) memcpy(str + r->username_len + 1, r->password, plen);
+    str[r->username_len + 1 + plen] = '\0';
+    rec->size = (uint32_t)size;
+    rec->dup = false;
+    struct snap_user *u = &rec->pub;
     u->id = r->id;
-    u->username = arena_put(s, r->username, r->username_len);
     u->username_len = r->username_len;
-    u->password = arena_put(s, r->password, r->password_len);
-    u->password_len = r->password != NULL ? r->password_len : 0;
-    if (u->username == NULL || u->password == NULL) return -1;
-    u->password_is_hash = is_crypt_hash(u->password, u->password_len);
+    u->password_len = plen;
+    u->password_is_hash = is_crypt_hash(str + r->username_len + 1, plen);
+    s->urec_len += size;
     s->n_users++;
     return 0;
 }
@@ -541,8 +575,8 @@ int snapshot_builder_provider(struct snapshot_builder *b, const struct snapshot_
     return 0;
 }
 
-/* Fills the hash table, dropping repeated usernames (the array is compacted
- * in place, keeping the first of each). */
+/* Points each record at its strings and fills the hash table; a repeated
+ * username is marked and left out (the first one wins). */
 static int index_users(struct snapshot_builder *b)
 {
     struct snapshot *s = b->s;
@@ -553,28 +587,30 @@ static int index_users(struct snapshot_builder *b)
     if (s->slots == NULL) return -1;
     s->slot_mask = nslots - 1;
     size_t kept = 0;
-    for (size_t i = 0; i < s->n_users; i++) {
-        const struct snap_user *u = &s->users[i];
+    for (size_t off = 0; off < s->urec_len;) {
+        struct user_rec *rec = (struct user_rec *)(void *)(s->urec + off);
+        struct snap_user *u = &rec->pub;
+        u->username = (const char *)(rec + 1);
+        u->password = u->username + u->username_len + 1;
         uint64_t h = user_hash(s, u->username, u->username_len);
         size_t j = (size_t)h & s->slot_mask;
-        bool dup = false;
         for (; s->slots[j] != 0; j = (j + 1) & s->slot_mask) {
-            const struct snap_user *o = &s->users[(uint32_t)s->slots[j] - 1];
+            const struct snap_user *o = user_at(s, s->slots[j]);
             if (s->slots[j] >> 32 == h >> 32 && o->username_len == u->username_len &&
                 memcmp(o->username, u->username, u->username_len) == 0) {
-                dup = true;
+                rec->dup = true;
                 break;
             }
         }
-        if (dup) {
+        if (rec->dup) {
             char shown[80];
             skip(b, T_USERS, &s->skips.duplicate, u->id, "username '%s' already loaded",
                  snapshot_printable(u->username, u->username_len, shown, sizeof(shown)));
-            continue;
+        } else {
+            s->slots[j] = (h >> 32) << 32 | (uint64_t)(off / USER_REC_ALIGN + 1);
+            kept++;
         }
-        if (kept != i) s->users[kept] = *u;
-        s->slots[j] = (h >> 32) << 32 | (uint64_t)(kept + 1);
-        kept++;
+        off += rec->size;
     }
     s->n_users = kept;
     return 0;
@@ -765,6 +801,7 @@ void snapshot_store_free(struct snapshot_store *st)
 
 struct snapshot_store *snapshot_store_new_static(struct snapshot *s)
 {
+    if (s == NULL) return NULL;
     struct snapshot_store *st = snapshot_store_alloc(s);
     if (st == NULL) snapshot_release(s);
     return st;

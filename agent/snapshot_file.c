@@ -185,8 +185,11 @@ static int encode_body(const struct snapshot *s, int64_t written_at_ms, struct e
         msgpack_pack_int32(&pk, s->ips[i].id);
         pack_str(&pk, s->ips[i].text, s->ips[i].len);
     }
-    for (size_t i = 0; i < s->n_users && !e->failed; i++) {
-        const struct snap_user *u = &s->users[i];
+    for (size_t off = 0; off < s->urec_len && !e->failed;) {
+        const struct user_rec *rec = (const void *)(s->urec + off);
+        const struct snap_user *u = &rec->pub;
+        off += rec->size;
+        if (rec->dup) continue;
         msgpack_pack_array(&pk, USER_FIELDS);
         msgpack_pack_int32(&pk, u->id);
         pack_str(&pk, u->username, u->username_len);

@@ -29,6 +29,16 @@ struct snap_prov {
     size_t url_template_len;
 };
 
+/* A user record in snapshot.urec: the public part first (what lookups
+ * return), then its strings. */
+struct user_rec {
+    struct snap_user pub;
+    uint32_t size; /* bytes of the whole record, a multiple of 8 */
+    bool dup;      /* a repeated username: kept in place, never indexed */
+};
+
+#define USER_REC_ALIGN 8
+
 struct arena_chunk;
 
 /* Immutable once snapshot_builder_finish returns it, but for refs. */
@@ -37,12 +47,14 @@ struct snapshot {
     int64_t loaded_at_ms;
     struct snapshot_skips skips;
 
-    /* users: an array (a mapping grown with mremap) and an open-addressing
-     * table of slots: (32-bit hash tag << 32) | (index + 1), 0 when empty;
-     * linear probing, at most half full. */
-    struct snap_user *users;
-    size_t n_users;
-    size_t users_cap; /* bytes mapped */
+    /* users: records (struct user_rec, then the username and password,
+     * NUL-terminated) back to back in one region grown with mremap, and an
+     * open-addressing table of slots: (32-bit hash tag << 32) | (record
+     * offset / 8 + 1), 0 when empty; linear probing, at most half full. A
+     * hit touches two places in memory: its slot and its record. */
+    char *urec;
+    size_t urec_len, urec_cap; /* bytes used, mapped */
+    size_t n_users;            /* records indexed (repeated usernames are not) */
     uint64_t *slots;
     size_t slot_mask;   /* slots - 1 (a power of two minus one) */
     size_t slots_bytes; /* bytes mapped */

@@ -414,9 +414,12 @@ static void *loader_main(void *arg)
         save(l, s);
         snapshot_release(s);
     }
+    /* started from the file (PostgreSQL down, or up but the load failed):
+     * retry soon; else the next load is the periodic one */
+    bool healthy = l->save_first;
     int64_t now = snapshot_mono_ms();
-    int64_t backoff = l->conn != NULL ? 0 : FIRST_BACKOFF_MS;
-    int64_t due = now + (l->conn != NULL ? l->refresh_ms : backoff); /* next load attempt */
+    int64_t backoff = healthy ? 0 : FIRST_BACKOFF_MS;
+    int64_t due = now + (healthy ? l->refresh_ms : backoff); /* next load attempt */
     int64_t gap = l->last_load_ms; /* least time between a load's end and a triggered one */
     int64_t last_end = now;
     char err[1024];

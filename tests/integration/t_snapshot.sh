@@ -288,6 +288,22 @@ assert_match 'postgres_ok=1 from_disk=0 generation=2 loads_ok=1' "$(probe status
 probe_stop
 assert_eq 0 "$PROBE_STATUS" "probe exit status (no leaks)"
 
+t_begin "PostgreSQL up but without the tables: start from the file, load once they exist"
+psql_gw "CREATE DATABASE gw_empty" >/dev/null
+EMPTY_URI="postgres://postgres@127.0.0.1:$PG_PORT/gw_empty?sslmode=disable"
+PROBE_LOG=$GW_TMP/probe3.log
+cp "$SNAP_FILE" "$GW_TMP/snapshot3.bin"
+probe_start --uri "$EMPTY_URI" --path "$GW_TMP/snapshot3.bin" --refresh 30 --connect-timeout 2
+assert_match '^ready generation=1 from_disk=1 ' "$PROBE_READY" "ready from disk"
+assert_match 'cannot load the first snapshot from PostgreSQL: .*relation "proxies" does not exist' \
+    "$(cat "$PROBE_LOG")" "why logged"
+"$GW_ROOT/sql/apply.sh" "$EMPTY_URI" >/dev/null || t_fail "apply.sh on gw_empty"
+# retried after 1 s, 2 s, 4 s: not after the 30 s refresh
+assert_eq "pg ok" "$(probe wait-pg ok 10)" "loads once the tables exist"
+assert_eq "counts users=0 ips=0 providers=0 global=0 country=0" "$(probe counts)" "the database is the truth"
+probe_stop
+assert_eq 0 "$PROBE_STATUS" "probe exit status (no leaks)"
+
 t_begin "neither PostgreSQL nor a usable file: a clear error and exit 1"
 stop_postgres
 rc=0

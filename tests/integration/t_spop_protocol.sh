@@ -67,7 +67,7 @@ start_agent() { # <name> <agent args...>: sets PORT
     local name=$1
     shift
     PORT=$(free_port) || t_abort "no free port"
-    start_bg "$name" "$GW_AGENT" --listen "127.0.0.1:$PORT" "$@" || t_abort "$name did not start"
+    start_bg "$name" "$GW_AGENT" --handler echo --listen "127.0.0.1:$PORT" "$@" || t_abort "$name did not start"
 }
 start_agent agent --threads 2 --log-level info
 A=$PORT

@@ -111,7 +111,8 @@ gw_status() { # <proxy-user> <url> [curl args...]
 #   gw_rec_since <mark> [file]     the record lines written after gw_rec_mark
 #   gw_req <proxy-user> <url> [curl args...]
 #                                  one request through the gateway (password
-#                                  included in <proxy-user>, e.g. myuser:mypassword);
+#                                  included in <proxy-user>, e.g. myuser:mypassword;
+#                                  "-" sends no proxy credentials);
 #                                  sets GW_CODE, GW_HDRS (all response heads, CR
 #                                  stripped, lower-case names), GW_BODY (a file) and
 #                                  GW_REC (record lines written meanwhile)
@@ -145,12 +146,16 @@ gw_rec_since() {
 }
 
 gw_req() {
-    local user=${1:?gw_req: proxy user} url=${2:?gw_req: url} mark
+    local user=${1:?gw_req: proxy user} url=${2:?gw_req: url} mark proxy
     shift 2
     mark=$(gw_rec_mark)
+    proxy="http://$user@127.0.0.1:$GW_PORT"
+    [ "$user" != - ] || proxy="http://127.0.0.1:$GW_PORT"
     GW_BODY=$GW_TMP/gw_req.body
+    : >"$GW_BODY"
+    : >"$GW_TMP/gw_req.hdrs"
     GW_CODE=$(curl -s -o "$GW_BODY" -D "$GW_TMP/gw_req.hdrs" -w '%{http_code}' --max-time 30 \
-        -x "http://$user@127.0.0.1:$GW_PORT" "$@" "$url")
+        -x "$proxy" "$@" "$url")
     GW_HDRS=$(tr -d '\r' <"$GW_TMP/gw_req.hdrs" | sed 's/^[A-Za-z0-9-]*:/\L&/')
     GW_REC=$(gw_rec_since "$mark")
 }

@@ -62,6 +62,8 @@ struct opts {
     unsigned pipeline;       /* bench: frames in flight per connection */
     double duration_s;       /* bench: seconds of load */
     uint64_t max_frames;     /* bench: stop after sending this many (0: no limit) */
+    uint8_t bench_ip[4];     /* bench: the client address sent (ip=) */
+    const char *bench_auth;  /* bench: the Authorization value sent (auth=) */
 };
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -127,6 +129,7 @@ static void usage(FILE *out)
             "      and last how the read ended: 'closed' (agent closed), 'reset', or\n"
             "      'idle' (nothing for --idle-ms).\n"
             "  bench [--conns C] [--pipeline D] [--duration S] [--frames N]\n"
+            "        [--ip IPV4(192.0.2.10)] [--auth VALUE(Basic base64 of myuser:mypassword)]\n"
             "      Load generator: C connections (default 4), each keeping D NOTIFY frames\n"
             "      in flight (default 32), for S seconds (default 5, at most %d) or until\n"
             "      N frames were sent. Checks every ACK's stream-id/frame-id against the\n"
@@ -1215,13 +1218,13 @@ static bool bench_prefix(struct bench *b)
     spop_writer_init(&w, b->prefix, sizeof(b->prefix));
     spop_notify_put_msg(&w, "gw-req", 5);
     v.type = SPOP_T_IPV4;
-    memcpy(v.u.ipv4, (uint8_t[]){192, 0, 2, 10}, 4);
+    memcpy(v.u.ipv4, b->o->bench_ip, 4);
     spop_put_kv(&w, "ip", &v);
     v = spop_data_cstr("CONNECT");
     spop_put_kv(&w, "method", &v);
     v = spop_data_cstr("example.com:443");
     spop_put_kv(&w, "authority", &v);
-    v = spop_data_cstr("Basic bXl1c2VyOm15cGFzc3dvcmQ=");
+    v = spop_data_cstr(b->o->bench_auth);
     spop_put_kv(&w, "auth", &v);
     spop_put_str(&w, "id", 2);
     uint8_t t = SPOP_T_STRING;
@@ -1408,6 +1411,8 @@ enum opt_id {
     O_CONNS,
     O_PIPELINE,
     O_DURATION,
+    O_BENCH_IP,
+    O_BENCH_AUTH,
 };
 
 static uint64_t opt_u64(const char *name, const char *s, uint64_t min, uint64_t max)
@@ -1462,6 +1467,13 @@ static void apply_opt(struct opts *o, int c, const char *arg, uint64_t *frames)
     case O_PIPELINE:
         o->pipeline = (unsigned)opt_u64("pipeline", arg, 1, MAX_PIPELINE);
         break;
+    case O_BENCH_IP:
+        if (inet_pton(AF_INET, arg, o->bench_ip) != 1)
+            die_usage("--ip '%s': expected an IPv4 address", arg);
+        break;
+    case O_BENCH_AUTH:
+        o->bench_auth = arg;
+        break;
     case O_DURATION: {
         char *end;
         errno = 0;
@@ -1494,6 +1506,8 @@ int main(int argc, char **argv)
         {"conns", required_argument, NULL, O_CONNS},
         {"pipeline", required_argument, NULL, O_PIPELINE},
         {"duration", required_argument, NULL, O_DURATION},
+        {"ip", required_argument, NULL, O_BENCH_IP},
+        {"auth", required_argument, NULL, O_BENCH_AUTH},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
     };
@@ -1507,6 +1521,8 @@ int main(int argc, char **argv)
         .conns = 4,
         .pipeline = 32,
         .duration_s = 5,
+        .bench_ip = {192, 0, 2, 10},
+        .bench_auth = "Basic bXl1c2VyOm15cGFzc3dvcmQ=",
     };
     uint64_t frames = 0;
     int c;

@@ -404,12 +404,17 @@ END_TEST
 
 START_TEST(test_skip_reasons)
 {
+    static char huge[70000];
+    memset(huge, 'h', sizeof(huge) - 1);
     struct snapshot_user_row users[] = {
         user_row(1, "good", "pw", SNAPSHOT_TRUE),
         user_row(2, "", "pw", SNAPSHOT_TRUE),        /* bad_user */
         user_row(3, NULL, "pw", SNAPSHOT_TRUE),      /* bad_user */
         user_row(4, "good", "other", SNAPSHOT_TRUE), /* duplicate */
         user_row(5, "", "pw", SNAPSHOT_FALSE),       /* inactive: not counted */
+        user_row(6, huge, "pw", SNAPSHOT_TRUE),      /* bad_user: longer than 64 KiB */
+        user_row(7, "big-pw", huge, SNAPSHOT_TRUE),  /* bad_user */
+        user_row(8, "no-pw", NULL, SNAPSHOT_TRUE),   /* NULL password reads as "" */
     };
     struct snapshot_ip_row ips[] = {
         ip_row(1, "10.0.0.0/8", SNAPSHOT_TRUE),
@@ -443,11 +448,11 @@ START_TEST(test_skip_reasons)
     p[n] = prov_row(12, "hidden-bad", "nowhere.invalid", SNAPSHOT_FALSE); /* not eligible */
     p[n].is_visible = SNAPSHOT_FALSE, p[n].port_min = 0, p[n++].country_format = "?";
     struct fake_dns dns = {0};
-    struct snapshot_rows r = {users, 5, ips, 7, p, (size_t)n, 0};
+    struct snapshot_rows r = {users, 8, ips, 7, p, (size_t)n, 0};
     struct snapshot *s = snapshot_build(&r, fake_resolve, &dns);
     ck_assert_ptr_nonnull(s);
     const struct snapshot_skips *k = snapshot_skipped(s);
-    ck_assert_uint_eq(k->bad_user, 2);
+    ck_assert_uint_eq(k->bad_user, 4);
     ck_assert_uint_eq(k->bad_cidr, 4);
     ck_assert_uint_eq(k->bad_port_range, 3);
     ck_assert_uint_eq(k->bad_country_format, 2);
@@ -455,8 +460,11 @@ START_TEST(test_skip_reasons)
     ck_assert_uint_eq(k->unresolved_host, 2);
     ck_assert_uint_eq(k->duplicate, 2);
     /* the good rows are all there; the first of two duplicates wins */
-    ck_assert_uint_eq(snapshot_user_count(s), 1);
+    ck_assert_uint_eq(snapshot_user_count(s), 2);
     ck_assert_str_eq(find(s, "good")->password, "pw");
+    ck_assert_str_eq(find(s, "no-pw")->password, "");
+    ck_assert_uint_eq(find(s, "no-pw")->password_len, 0);
+    ck_assert_ptr_null(find(s, "big-pw"));
     ck_assert_int_eq(find(s, "good")->id, 1);
     ck_assert_uint_eq(snapshot_ip_count(s), 2);
     ck_assert(allowed(s, "10.200.0.1"));
@@ -868,6 +876,7 @@ START_TEST(test_store_static)
     const struct snapshot *s = snapshot_store_current(st, &ref);
     ck_assert_ptr_eq(s, a);
     ck_assert_ptr_eq(snapshot_store_current(st, &ref), a); /* fast path: same */
+    ck_assert_ptr_null(snapshot_store_new_static(NULL));
     struct snapshot_store_status status;
     snapshot_store_status(st, &status);
     ck_assert_uint_eq(status.generation, 1);

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# tests/bench/verdict.sh: the agent's verdict rate and latency on one worker
+# thread, driven over SPOP by tests/tools/spop-client (what HAProxy sends for a
+# proxied request: client address and Basic credentials of the demo user).
+#
+#   bash tests/bench/verdict.sh     (or `make bench`)
+#
+# Runs, each BENCH_SECONDS, agent on CPU 0 and client on CPU 1:
+#   echo       the trivial handler (the server's own cost; the baseline)
+#   verdict    gateway handler without Redis (ENABLE_TRAFFIC_LOGGING=false)
+#   +redis     gateway handler with the balance GET to a real Redis
+# first with 10 users, then with 1,000,000 users and 100,000 whitelist entries
+# (PostgreSQL load time and agent RSS printed), then a run while the snapshot
+# is reloaded every second (NOTIFY), for p99 under reload.
+# Goals (issue "Routing policy"): load < 5 s, RSS < 400 MB, >= 250,000
+# verdicts/s without Redis and >= 100,000/s with it, p99 < 2 ms during a
+# reload. Printed beside the figures; nothing is asserted.
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/services.sh"
+svc_init || exit 1
+
+CLIENT=$GW_ROOT/tests/tools/spop-client
+AGENT=${GW_BENCH_AGENT:-$GW_ROOT/agent/gw-agent}
+SECS=${BENCH_SECONDS:-5}
+AUTH="Basic $(printf 'myuser:mypassword' | base64)"
+pin_agent=(taskset -c 0)
+pin_client=(taskset -c 1)
+[ "$(nproc)" -ge 2 ] || { pin_agent=(); pin_client=(); }
+
+start_postgres || exit 1
+db_apply --demo >/dev/null || exit 1
+start_redis || exit 1
+redis_gw SET balance:cache:myuser 1000000000000 >/dev/null
+psql_gw "INSERT INTO users (username, password) SELECT 'user' || i, 'pw' || i FROM generate_series(1, 9) i" >/dev/null
+
+AGENT_PORT=$(free_port)
+agent_up() { # <name> [agent options]
+    local name=$1
+    shift
+    start_bg "$name" "${pin_agent[@]}" "$AGENT" --listen "127.0.0.1:$AGENT_PORT" --threads 1 \
+        --postgres-uri "$POSTGRES_URI" --redis-addr "$REDIS_ADDR" --snapshot-path '' \
+        "$@" || exit 1
+    wait_port "$AGENT_PORT" 120 || { echo "agent did not start" >&2; tail "$GW_TMP/$name.log"; exit 1; }
+}
+agent_down() { stop_bg "$1" TERM; }
+
+# run <label> [client seconds]: one client run against the running agent.
+RESULTS=()
+run() {
+    local label=$1 secs=${2:-$SECS} out
+    out=$("${pin_client[@]}" "$CLIENT" --connect "127.0.0.1:$AGENT_PORT" bench --conns 4 \
+        --pipeline 32 --duration "$secs" --ip 127.0.0.1 --auth "$AUTH" 2>&1 | grep '^frames=')
+    local rate p50 p99 errors
+    rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$out")
+    p50=$(sed -n 's/.* p50_us=\([0-9.]*\).*/\1/p' <<<"$out")
+    p99=$(sed -n 's/.* p99_us=\([0-9.]*\).*/\1/p' <<<"$out")
+    errors=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$out")
+    RESULTS+=("$(printf '%-34s %12.0f %9s %9s %6s' "$label" "${rate:-0}" "${p50:--}" "${p99:--}" "${errors:--}")")
+    printf '%s\n' "${RESULTS[-1]}"
+}
+
+header() { printf '%-34s %12s %9s %9s %6s\n' "run" "verdicts/s" "p50 us" "p99 us" "errors"; }
+
+echo "== verdict benchmark: 1 agent worker thread (CPU 0), client on CPU 1, 4 conns x 32 in flight, ${SECS}s per run"
+header
+agent_up echo --handler echo
+run "echo handler (baseline)"
+agent_down echo
+agent_up nored --traffic-logging false
+run "verdict, 10 users, no Redis"
+agent_down nored
+agent_up red
+run "verdict, 10 users, + Redis GET"
+agent_down red
+
+echo
+echo "== loading 1,000,000 users and 100,000 whitelist entries into PostgreSQL"
+psql_gw "INSERT INTO users (username, password) SELECT 'user' || i, 'pw' || i FROM generate_series(10, 1000000) i" >/dev/null
+psql_gw "INSERT INTO authorized_ips (ip, description) SELECT '10.' || (i >> 16) || '.' || ((i >> 8) & 255) || '.' || (i & 255), 'bench' FROM generate_series(0, 99999) i" >/dev/null
+psql_gw "ANALYZE" >/dev/null
+echo "users: $(psql_gw 'SELECT count(*) FROM users'), whitelist rows: $(psql_gw 'SELECT count(*) FROM authorized_ips')"
+
+agent_up bignored --traffic-logging false
+load_ms=$(grep -o 'from PostgreSQL in [0-9]* ms' "$GW_TMP/bignored.log" | head -1 | grep -o '[0-9]*')
+[ -n "$load_ms" ] || load_ms=$(grep -ho 'in [0-9]* ms' "$GW_TMP/bignored.log" | head -1 | grep -o '[0-9]*')
+rss_kb=$(ps -o rss= -p "$(pgrep -f -n "$AGENT.*$AGENT_PORT")" | tr -d ' ')
+header
+run "verdict, 1M users, no Redis"
+agent_down bignored
+agent_up bigred
+run "verdict, 1M users, + Redis GET"
+
+echo
+echo "== p99 while the snapshot reloads every second (NOTIFY after an UPDATE), + Redis"
+(
+    for i in $(seq 1 $((SECS * 2))); do
+        psql_gw "UPDATE users SET is_active = true WHERE username = 'user1'" >/dev/null
+        sleep 1
+    done
+) &
+reloader=$!
+run "verdict, 1M users, reloading" $((SECS * 2))
+wait "$reloader"
+reloads=$(grep -c 'generation' "$GW_TMP/bigred.log" || true)
+agent_down bigred
+
+echo
+echo "== summary"
+printf '  snapshot load (1M users, 100k whitelist): %s ms        goal < 5000 ms\n' "${load_ms:-?}"
+printf '  agent RSS after load:                     %s MB        goal < 400 MB\n' "$(( ${rss_kb:-0} / 1024 ))"
+printf '  reload log lines seen: %s\n' "$reloads"
+echo "  goals: >= 250,000 verdicts/s without Redis, >= 100,000/s with Redis, p99 < 2 ms while reloading"
+echo "  (the echo line is the server's ceiling with a trivial handler, measured in the same run)"
+mkdir -p "$GW_ROOT/build/bench"
+printf '%s\n' "${RESULTS[@]}" >"$GW_ROOT/build/bench/verdict.txt"
