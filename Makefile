@@ -34,7 +34,7 @@ TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev
 BENCH_PKGS := wrk squid apache2-utils
 
 # Programs with a main(); everything else in agent/ is the agent library.
-AGENT_MAINS := agent/main.c
+AGENT_MAINS := agent/main.c agent/settle_main.c
 AGENT_SRC   := $(filter-out $(AGENT_MAINS),$(wildcard agent/*.c))
 AGENT_HDR   := $(wildcard agent/*.h)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
@@ -51,7 +51,9 @@ FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
         format format-check clean
 .DEFAULT_GOAL := all
 
-all: deps agent/gw-agent $(TOOLS)
+DAEMONS := agent/gw-agent $(if $(wildcard agent/settle_main.c),agent/gw-settle)
+
+all: deps $(DAEMONS) $(TOOLS)
 
 # --- Debian packages ---------------------------------------------------------
 # $(call apt_ensure,pkgs): install the packages that dpkg does not report as
@@ -94,6 +96,15 @@ build/asan/%.o: agent/%.c $(AGENT_HDR) | deps
 agent/gw-agent: agent/main.c $(OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
+
+# The settlement worker: a second small daemon on the same library.
+agent/gw-settle: agent/settle_main.c $(OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
+
+build/asan/gw-settle: agent/settle_main.c $(ASAN_OBJ)
+	@echo "  LD/SAN  $@"
+	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) $^ -o $@ $(LIBS)
 
 # The same agent under ASan+UBSan: what the integration tests run.
 build/asan/gw-agent: agent/main.c $(ASAN_OBJ)
@@ -155,7 +166,7 @@ fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$${FUZZ_SHORT_SECONDS:-10}
 
 # --- integration tests (real HAProxy, PostgreSQL, Redis, curl) ----------------------
-integration: all build/asan/gw-agent test-deps
+integration: all build/asan/gw-agent $(if $(wildcard agent/settle_main.c),build/asan/gw-settle) test-deps
 	bash tests/integration/run.sh
 
 test: unit fuzz-short integration
@@ -176,4 +187,4 @@ format-check:
 	clang-format --dry-run -Werror $(C_FILES)
 
 clean:
-	rm -rf build/rel build/asan build/unit build/fuzz agent/gw-agent $(TOOLS)
+	rm -rf build/rel build/asan build/unit build/fuzz agent/gw-agent agent/gw-settle $(TOOLS)

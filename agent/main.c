@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "crypt_pool.h"
@@ -167,6 +168,21 @@ static bool parse_hostport(const char *s, char *buf, size_t cap, int *port)
     return true;
 }
 
+/* Creates the snapshot file's directory (mode 0700: the file holds
+ * credentials) when it is missing; a failure is logged, not fatal: the agent
+ * still serves, it only cannot save. */
+static void ensure_parent_dir(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path || (size_t)(slash - path) >= sizeof(dir))
+        return;
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = '\0';
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        log_warn("cannot create %s for the snapshot file: %s", dir, strerror(errno));
+}
+
 /* Runs the gateway handler: snapshot store, crypt pool, then the server. */
 static int run_gateway(const char *const *values, const struct spoa_config *cfg)
 {
@@ -189,6 +205,8 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         return 2;
     }
 
+    if (values[O_SNAPSHOT][0])
+        ensure_parent_dir(values[O_SNAPSHOT]);
     struct snapshot_store_config scfg = {
         .postgres_uri = values[O_POSTGRES_URI],
         .refresh_s = refresh,

@@ -24,7 +24,7 @@ struct snap_user {
     size_t username_len;
     const char *password; /* plain text (the reference) or a crypt(3) hash */
     size_t password_len;
-    bool password_is_hash; /* starts with $2b$ $2y$ $5$ $6$ $y$ */
+    bool password_is_hash; /* starts with $2a$ $2b$ $2y$ $5$ $6$ $y$ */
 };
 
 struct snap_provider {
@@ -69,6 +69,7 @@ size_t snapshot_providers(const struct snapshot *s, bool global,
                           const struct snap_provider *const **out);
 size_t snapshot_user_count(const struct snapshot *s);
 size_t snapshot_provider_count(const struct snapshot *s);
+/* Distinct whitelist prefixes: two rows with one CIDR count once. */
 size_t snapshot_ip_count(const struct snapshot *s);
 /* Wall-clock time (ms since the epoch) when the data was read from PostgreSQL
  * (for a snapshot restored from disk: when it was originally read). */
@@ -77,9 +78,10 @@ const struct snapshot_skips *snapshot_skipped(const struct snapshot *s);
 
 struct snapshot_store_config {
     const char *postgres_uri;   /* required */
-    unsigned refresh_s;         /* periodic reload, seconds */
+    unsigned refresh_s;         /* periodic reload, seconds (0: 60); also the
+                                   longest retry interval when PostgreSQL fails */
     const char *snapshot_path;  /* saved after each load, read at start; NULL: none */
-    unsigned connect_timeout_s; /* PostgreSQL connect timeout */
+    unsigned connect_timeout_s; /* PostgreSQL connect timeout (0: 5 s) */
 };
 
 struct snapshot_store;
@@ -88,10 +90,12 @@ struct snapshot_store;
  * starts the refresh thread (periodic, and at once on NOTIFY gw_snapshot).
  * Returns NULL with the reason logged when neither source gives a snapshot. */
 struct snapshot_store *snapshot_store_start(const struct snapshot_store_config *cfg);
+/* Stops the refresh thread (waiting for a load in progress) and frees the
+ * store. Snapshots still held by refs stay valid until released. */
 void snapshot_store_stop(struct snapshot_store *st);
 
 /* A thread's hold on the current snapshot. Zero-initialize; release at the
- * thread's end with snapshot_ref_release. */
+ * thread's end with snapshot_ref_release. A ref belongs to one store. */
 struct snapshot_ref {
     struct snapshot *snap;
     uint64_t generation;
@@ -131,7 +135,8 @@ void snapshot_store_publish(struct snapshot_store *st, struct snapshot *s);
  * SQL NULL), booleans are nullable. Rows are validated and the bad ones
  * skipped, logged (table, id, reason) and counted in snapshot_skips:
  *   users           is_active false: left out (NULL counts as true);
- *                   empty username: bad_user; repeated username: duplicate
+ *                   empty username, or a username or password longer
+ *                   than 64 KiB: bad_user; repeated username: duplicate
  *   authorized_ips  is_active false: left out (NULL counts as true);
  *                   ip not an address or CIDR (iptrie_parse_cidr): bad_cidr
  *   proxies         eligible when is_visible AND NOT is_disabled (NULL: the

@@ -35,6 +35,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,12 +258,45 @@ static int pg_cursor(PGconn *c, const char *name, const char *sql, struct snapsh
 }
 
 /*
+ * DNS, falling back to the address the previous snapshot had for the same
+ * host: a DNS outage during a reload must not take working providers away.
+ * arg is the previous snapshot (may be NULL).
+ */
+static int resolve_with_fallback(void *arg, const char *host, char addr[46])
+{
+    if (snapshot_resolve_dns(NULL, host, addr) == 0) return 0;
+    const struct snapshot *prev = arg;
+    if (prev == NULL) return -1;
+    size_t hlen = strlen(host);
+    for (int global = 0; global < 2; global++) {
+        const struct snap_provider *const *pool;
+        size_t n = snapshot_providers(prev, global, &pool);
+        for (size_t i = 0; i < n; i++) {
+            const char *h = pool[i]->host;
+            size_t len = strlen(h);
+            if (len >= 2 && h[0] == '[' && h[len - 1] == ']') { /* IPv6 literal */
+                h++;
+                len -= 2;
+            }
+            if (len == hlen && memcmp(h, host, hlen) == 0 && pool[i]->addr[0]) {
+                memcpy(addr, pool[i]->addr, 46);
+                log_warn("snapshot: provider host %s does not resolve now; keeping its last "
+                         "known address %s",
+                         host, addr);
+                return 0;
+            }
+        }
+    }
+    return -1;
+}
+
+/*
  * One load: the three tables in one read-only REPEATABLE READ transaction,
- * then DNS. NULL-flag semantics are the builder's (NULL is_active counts as
+ * then DNS (falling back to prev's addresses). NULL-flag semantics are the builder's (NULL is_active counts as
  * true), so the WHERE clauses say IS NOT FALSE. Returns the snapshot, or
  * NULL with err set.
  */
-static struct snapshot *pg_load(PGconn *c, char *err, size_t errlen)
+static struct snapshot *pg_load(PGconn *c, const struct snapshot *prev, char *err, size_t errlen)
 {
     struct snapshot_builder *b = snapshot_builder_new(snapshot_wall_ms());
     if (b == NULL) {
@@ -296,10 +330,12 @@ static struct snapshot *pg_load(PGconn *c, char *err, size_t errlen)
         snapshot_builder_abort(b);
         return NULL;
     }
-    struct snapshot *s = snapshot_builder_finish(b, snapshot_resolve_dns, NULL);
+    struct snapshot *s = snapshot_builder_finish(b, resolve_with_fallback, (void *)prev);
     if (s == NULL) snprintf(err, errlen, "out of memory building the snapshot");
     return s;
 }
+
+static struct snapshot *current(struct snapshot_store *st);
 
 /* Connects when needed and loads; on a broken connection, drops it. */
 static struct snapshot *attempt(struct snapshot_loader *l, char *err, size_t errlen)
@@ -308,7 +344,9 @@ static struct snapshot *attempt(struct snapshot_loader *l, char *err, size_t err
     if (l->conn == NULL) return NULL;
     drain_notifies(l->conn); /* what this load will see anyway */
     int64_t t0 = snapshot_mono_ms();
-    struct snapshot *s = pg_load(l->conn, err, errlen);
+    struct snapshot *prev = current(l->st); /* NULL before the first load */
+    struct snapshot *s = pg_load(l->conn, prev, err, errlen);
+    snapshot_release(prev);
     if (s != NULL) {
         int64_t d = snapshot_mono_ms() - t0;
         l->last_load_ms = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
@@ -352,12 +390,13 @@ static void save(struct snapshot_loader *l, const struct snapshot *s)
         log_debug("snapshot: saved %s in %lld ms", l->path, (long long)(snapshot_mono_ms() - t0));
 }
 
-/* The store's current snapshot, with a reference for the caller. */
+/* The store's current snapshot, with a reference for the caller (NULL when
+ * there is none yet). */
 static struct snapshot *current(struct snapshot_store *st)
 {
     pthread_mutex_lock(&st->mu);
     struct snapshot *s = st->current;
-    snapshot_retain(s);
+    if (s != NULL) snapshot_retain(s);
     pthread_mutex_unlock(&st->mu);
     return s;
 }
@@ -409,6 +448,10 @@ static void lost(struct snapshot_loader *l)
 static void *loader_main(void *arg)
 {
     struct snapshot_loader *l = arg;
+    /* Building a million-user snapshot takes a core for a second or two:
+     * verdicts come first whenever both want the same CPU. */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 10) != 0)
+        log_debug("snapshot: cannot lower the loader thread's priority: %s", strerror(errno));
     if (l->save_first) {
         struct snapshot *s = current(l->st);
         save(l, s);
