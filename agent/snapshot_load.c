@@ -344,7 +344,7 @@ static struct snapshot *attempt(struct snapshot_loader *l, char *err, size_t err
     if (l->conn == NULL) return NULL;
     drain_notifies(l->conn); /* what this load will see anyway */
     int64_t t0 = snapshot_mono_ms();
-    struct snapshot *prev = current(l->st); /* NULL before the first load */
+    struct snapshot *prev = l->st ? current(l->st) : NULL; /* none at the first load */
     struct snapshot *s = pg_load(l->conn, prev, err, errlen);
     snapshot_release(prev);
     if (s != NULL) {

@@ -56,7 +56,7 @@ rendered() {
     full=$(country_name "$cc")
     nospace=${full// /}
     full=${full// /%20}
-    lower=$(tr 'A-Z' 'a-z' <<<"$cc")
+    lower=$(tr '[:upper:]' '[:lower:]' <<<"$cc")
     case $slug in
     demo-global) echo "demo-global-user-country-$cc-session-$s-sessTime-$d" ;;
     demo-de) echo "demo-de-user_cc-${lower}_sid-${s}_ttl-$d" ;;
@@ -84,7 +84,7 @@ slug_of() {
 # demo range; sets REC_PORT and REC_USER.
 check_rec() {
     local n method target
-    REC_PORT= REC_USER=
+    REC_PORT='' REC_USER=''
     n=$(grep -c . <<<"$GW_REC")
     assert_eq 1 "$n" "requests that reached the stand-in" || { _t_show record "$GW_REC"; return 1; }
     read -r REC_PORT method target REC_USER <<<"$GW_REC"
@@ -173,13 +173,15 @@ assert_match chunked "$(hdr transfer-encoding)" "Transfer-Encoding"
 t_end
 
 head -c 3000000 /dev/urandom >"$GW_TMP/upload.bin"
+# curl sends "Expect: 100-continue" for bodies over 1 MB; "Expect:" turns it
+# off here (see the next case for uploads with it).
 t_begin "HTTP POST: bodies with Content-Length and chunked uploads come back intact"
-gw_req "$ME" "$O/echo" --data-binary "@$GW_TMP/upload.bin" -H 'Content-Type: application/octet-stream'
+gw_req "$ME" "$O/echo" --data-binary "@$GW_TMP/upload.bin" -H 'Content-Type: application/octet-stream' -H 'Expect:'
 assert_eq 200 "$GW_CODE" "status (Content-Length upload)"
 assert_ok "Content-Length upload echoed byte-exact" cmp "$GW_BODY" "$GW_TMP/upload.bin"
 check_rec POST "$O/echo" "$(rendered demo-global US "$S" 5)"
 gw_req "$ME" "$O/echo" --data-binary "@$GW_TMP/upload.bin" -H 'Transfer-Encoding: chunked' \
-    -H 'Content-Type: application/octet-stream'
+    -H 'Content-Type: application/octet-stream' -H 'Expect:'
 assert_eq 200 "$GW_CODE" "status (chunked upload)"
 assert_ok "chunked upload echoed byte-exact" cmp "$GW_BODY" "$GW_TMP/upload.bin"
 gw_req "$ME" "$O/echo" --data-binary 'small=body&x=1'
@@ -188,6 +190,21 @@ gw_req "$ME" "$O/echo" -p --data-binary "@$GW_TMP/upload.bin"
 assert_eq 200 "$GW_CODE" "status (POST inside a CONNECT tunnel)"
 assert_ok "POST inside a tunnel echoed byte-exact" cmp "$GW_BODY" "$GW_TMP/upload.bin"
 check_rec CONNECT "127.0.0.1:$ORIGIN_PORT" "$(rendered demo-global US "$S" 5)"
+t_end
+
+# The origin's /echo answers "100 Continue" and then its response head at
+# once, streaming the body back as it arrives. Through the gateway the
+# response body is lost and the client waits for a timeout (HAProxy closes the
+# upstream connection once it has sent the request body: the upstream's
+# response says "Connection: close", which the gateway's http-server-close
+# asks for). curl uses Expect for every upload over 1 MB.
+t_begin "HTTP POST with Expect: 100-continue (curl's default over 1 MB): the response body arrives"
+gw_req "$ME" "$O/echo" --data-binary 'hello-body' -H 'Expect: 100-continue' --max-time 4
+assert_eq 200 "$GW_CODE" "status"
+assert_eq hello-body "$(cat "$GW_BODY")" "echoed body (small body, explicit Expect)"
+gw_req "$ME" "$O/echo" --data-binary "@$GW_TMP/upload.bin" --max-time 4
+assert_eq 200 "$GW_CODE" "status (3 MB, curl's own Expect)"
+assert_ok "3 MB upload with Expect echoed byte-exact" cmp "$GW_BODY" "$GW_TMP/upload.bin"
 t_end
 
 t_begin "HTTPS through CONNECT: curl verifies the origin's certificate end to end"
@@ -203,12 +220,6 @@ assert_ok "HTTPS POST echoed byte-exact" cmp "$GW_BODY" "$GW_TMP/upload.bin"
 rc=0
 curl -s -o /dev/null --max-time 10 -x "http://$ME@127.0.0.1:$GW_PORT" "$TLS/" || rc=$?
 assert_eq 60 "$rc" "curl exit status without the test CA (certificate problem)"
-rc=0
-curl -s -o /dev/null --max-time 10 --cacert "$GW_CA" -x "http://$ME@127.0.0.1:$GW_PORT" \
-    "https://wrong.name.test:$ORIGIN_TLS_PORT/" --resolve "wrong.name.test:$ORIGIN_TLS_PORT:127.0.0.1" || rc=$?
-# --resolve does not apply through a proxy: the stand-in gets the name and
-# refuses it (not loopback); either way curl must not succeed.
-[ "$rc" != 0 ] || t_fail "a certificate for the wrong name was accepted"
 t_end
 
 # --- 4. sticky sessions, spread, country formats --------------------------------------
@@ -248,7 +259,6 @@ psql_gw "INSERT INTO proxies (base_url, name, slug, username, password, url_temp
     t_fail "insert the extra providers"
 gw_wait_health 10 '"proxy_count":5[,}]' || t_fail "the snapshot never showed 5 providers"
 
-declare -A SPREAD1=()
 spread_pass() { # <CC> <n> <label>: n sessions; fills SPREAD_SEEN, SPREAD_PORTS, SPREAD_LINES
     local cc=$1 n=$2 i slug
     SPREAD_SEEN=() SPREAD_PORTS=() SPREAD_LINES=()
@@ -342,6 +352,10 @@ t_end
 
 t_begin "1,000 concurrent CONNECT tunnels are all established, held open, and all complete"
 N=1000
+nofile=$(ulimit -n)
+if [ "$nofile" != unlimited ] && [ "$nofile" -lt 6000 ]; then
+    t_fail "the open-files limit is $nofile (hard $(ulimit -Hn)): 1,000 tunnels need about 6,000 descriptors"
+fi
 auth=$(gw_b64 "$ME")
 mark=$(gw_rec_mark)
 fds=() opened=0 established=0 completed=0 bad=()
@@ -367,7 +381,7 @@ assert_eq "$N" "$established" "tunnels established (200 to CONNECT)"
 conns=$(echo "show info" | socat -t 5 - "UNIX-CONNECT:$GW_TMP/haproxy.sock" 2>/dev/null | sed -n 's/^CurrConns: //p')
 [ "${conns:-0}" -ge "$N" ] || t_fail "HAProxy CurrConns ${conns:-?} while $N tunnels are open"
 for ((i = 0; i < opened; i++)); do
-    printf 'GET /tunnel/%d HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$i" "$ORIGIN_PORT" >&"${fds[i]}" 2>/dev/null
+    printf 'GET /tunnel/%d HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$i" "$ORIGIN_PORT" 1>&"${fds[i]}" 2>/dev/null
 done
 for ((i = 0; i < opened; i++)); do
     fd=${fds[i]}
@@ -416,7 +430,7 @@ t_end
 
 t_begin "keep-alive: pipelined requests, one with bad credentials in the middle"
 mark=$(gw_rec_mark)
-out=$(gw_raw "$GW_PORT" "GET $O/pl/1 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic $a1\r\n\r\nGET $O/pl/2 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic $(gw_b64 myuser:wrong)\r\n\r\nGET $O/pl/3 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic $a2\r\nConnection: close\r\n\r\n" | tr -d '\r')
+out=$(gw_raw "$GW_PORT" "GET $O/pl/1 HTTP/1.1\r\nHost: 127.0.0.1:$ORIGIN_PORT\r\nProxy-Authorization: Basic $a1\r\n\r\nGET $O/pl/2 HTTP/1.1\r\nHost: 127.0.0.1:$ORIGIN_PORT\r\nProxy-Authorization: Basic $(gw_b64 myuser:wrong)\r\n\r\nGET $O/pl/3 HTTP/1.1\r\nHost: 127.0.0.1:$ORIGIN_PORT\r\nProxy-Authorization: Basic $a2\r\nConnection: close\r\n\r\n" | tr -d '\r')
 assert_eq "HTTP/1.1 200 OK|HTTP/1.1 407 Proxy Authentication Required|HTTP/1.1 200 OK" \
     "$(grep -a '^HTTP/1' <<<"$out" | paste -sd '|')" "statuses, in order"
 rec=$(gw_rec_since "$mark")
@@ -466,16 +480,23 @@ if grep -qi '^x-seen-proxy-connection' <<<"$out"; then t_fail "Proxy-Connection 
 if grep -q -- "$client_b64" <<<"$out"; then t_fail "the client's credentials reached the upstream on CONNECT"; fi
 t_end
 
-psql_gw "DELETE FROM proxies WHERE slug = 'mirror'; UPDATE proxies SET is_disabled = false WHERE slug = 'demo-global'" ||
-    t_fail "restore the providers"
+psql_gw "DELETE FROM proxies WHERE slug = 'mirror'" || t_fail "delete the mirror provider"
+gw_wait_health 10 '"proxy_count":2[,}]' || t_fail "the snapshot never dropped the mirror provider"
+psql_gw "UPDATE proxies SET is_disabled = false WHERE slug = 'demo-global'" || t_fail "enable demo-global"
 gw_wait_health 10 '"proxy_count":3[,}]' || t_fail "the snapshot never went back to the demo providers"
-gw_wait_status 10 200 "$ME" "$O/x" || t_fail "minimal requests do not work again after the mirror test"
+gw_req "$ME" "$O/x"
+check_rec GET "$O/x" "$(rendered demo-global US "$S" 5)" || t_fail "minimal requests do not use demo-global again"
 
 t_begin "gateway credentials sent in Authorization (the reference's fallback) are not passed on to the target"
 gw_req - "$O/authz" -H "Authorization: Basic $client_b64"
 assert_eq 200 "$GW_CODE" "status (Authorization accepted as proxy credentials, as in the reference)"
 assert_eq "" "$(hdr x-seen-authorization)" "Authorization header the target received"
 if grep -q -- "$client_b64" "$GW_BODY"; then t_fail "the customer's gateway password reached the target"; fi
+# With Proxy-Authorization present, Authorization is the target's own: it passes.
+target_auth="Basic $(gw_b64 site-user:site-pass)"
+gw_req "$ME" "$O/authz" -H "Authorization: $target_auth"
+assert_eq 200 "$GW_CODE" "status (Proxy-Authorization and an Authorization for the target)"
+assert_eq "$target_auth" "$(hdr x-seen-authorization)" "the target's own Authorization reaches it"
 t_end
 
 # --- 7. the client address: whitelist, X-Forwarded-For, PROXY protocol --------------------------
@@ -532,7 +553,7 @@ assert_eq 000 "$code" "127.0.0.2 (untrusted) without a PROXY header"
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -x "http://$ME@127.0.0.1:$GW_PROXY_PORT" "$O/pp")
 assert_eq 000 "$code" "the trusted balancer without a PROXY header"
 # On the ordinary port a PROXY header is not honoured: it is a bad request.
-out=$(gw_raw "$GW_PORT" "PROXY TCP4 203.0.113.50 127.0.0.1 40000 $GW_PORT\r\nGET $O/pp HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic $(gw_b64 "$ME")\r\n\r\n" 3 | head -n 1 | tr -d '\r')
+out=$(gw_raw "$GW_PORT" "PROXY TCP4 203.0.113.50 127.0.0.1 40000 $GW_PORT\r\nGET $O/pp HTTP/1.1\r\nHost: 127.0.0.1:$ORIGIN_PORT\r\nProxy-Authorization: Basic $(gw_b64 "$ME")\r\n\r\n" 3 | head -n 1 | tr -d '\r')
 assert_match '^HTTP/1.1 400' "$out" "PROXY header on the ordinary port"
 assert_eq "" "$(gw_rec_since "$mark")" "none of these reached the upstream"
 t_end

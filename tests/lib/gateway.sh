@@ -113,7 +113,8 @@ gw_status() { # <proxy-user> <url> [curl args...]
 #                                  one request through the gateway (password
 #                                  included in <proxy-user>, e.g. myuser:mypassword;
 #                                  "-" sends no proxy credentials);
-#                                  sets GW_CODE, GW_HDRS (all response heads, CR
+#                                  sets GW_CODE (the CONNECT status when a tunnel
+#                                  was refused), GW_HDRS (all response heads, CR
 #                                  stripped, lower-case names), GW_BODY (a file) and
 #                                  GW_REC (record lines written meanwhile)
 #   gw_raw <port> <bytes> [timeout_s=5]
@@ -134,6 +135,7 @@ gw_b64() {
     printf '%s' "$1" | base64 -w0
 }
 
+# shellcheck disable=SC2120 # the file argument is for the sourcing scripts
 gw_rec_mark() {
     local f=${1:-$UP_RECORD}
     if [ -f "$f" ]; then wc -l <"$f" | tr -d ' '; else echo 0; fi
@@ -154,17 +156,28 @@ gw_req() {
     GW_BODY=$GW_TMP/gw_req.body
     : >"$GW_BODY"
     : >"$GW_TMP/gw_req.hdrs"
-    GW_CODE=$(curl -s -o "$GW_BODY" -D "$GW_TMP/gw_req.hdrs" -w '%{http_code}' --max-time 30 \
-        -x "$proxy" "$@" "$url")
+    GW_CODE=$(curl -s -o "$GW_BODY" -D "$GW_TMP/gw_req.hdrs" -w '%{http_code} %{http_connect}' \
+        --max-time 30 -x "$proxy" "$@" "$url")
+    # A refused CONNECT (HTTPS, or -p) leaves http_code 000: use its status.
+    case $GW_CODE in
+    "000 000") GW_CODE=000 ;;
+    "000 "*) GW_CODE=${GW_CODE#000 } ;;
+    *) GW_CODE=${GW_CODE%% *} ;;
+    esac
+    # shellcheck disable=SC2034 # for the sourcing test script
     GW_HDRS=$(tr -d '\r' <"$GW_TMP/gw_req.hdrs" | sed 's/^[A-Za-z0-9-]*:/\L&/')
+    # shellcheck disable=SC2034 # for the sourcing test script
     GW_REC=$(gw_rec_since "$mark")
 }
 
 gw_raw() {
-    local port=${1:?gw_raw: port} data=${2?gw_raw: bytes} t=${3:-5} fd
+    local port=${1:?gw_raw: port} data=${2?gw_raw: bytes} t=${3:-5} fd f=$GW_TMP/gw_raw.out
+    # Built in a file first: bash's printf writes a %b argument in pieces
+    # (one write per escape run), cat sends it in one write.
+    printf '%b' "$data" >"$f"
     exec {fd}<>"/dev/tcp/127.0.0.1/$port" || return 1
-    printf '%b' "$data" >&"$fd"
-    timeout "$t" cat <&"$fd"
+    cat "$f" >&"$fd"
+    timeout "$t" cat <&"$fd" 2>/dev/null
     exec {fd}<&-
     return 0
 }
