@@ -124,11 +124,13 @@ done
 t_end
 
 t_begin "400: a request aimed at the gateway itself is refused, never looped"
-for url in "http://127.0.0.1:$GW_PORT/x" "http://localhost:$GW_PORT/" "http://LOCALHOST:$GW_PORT/health"; do
+for url in "http://127.0.0.1:$GW_PORT/x" "http://localhost:$GW_PORT/" "http://LOCALHOST:$GW_PORT/health" \
+    "http://127.1:$GW_PORT/" "http://localhost.:$GW_PORT/" "http://127.0.0.1:$GW_PROXY_PORT/"; do
     gw_req "$ME" "$url"
     refused 400 "400 Bad Request: the target is this gateway" "absolute form $url"
 done
-for target in "127.0.0.1:$GW_PORT" "localhost:$GW_PORT"; do
+for target in "127.0.0.1:$GW_PORT" "localhost:$GW_PORT" "[::ffff:127.0.0.1]:$GW_PORT" \
+    "[::1]:$GW_PORT" "127.0.0.2:$GW_PROXY_PORT"; do
     mark=$(gw_rec_mark)
     connect_raw "$ME" "$target"
     refused_connect 400 "400 Bad Request: the target is this gateway" "CONNECT $target"
