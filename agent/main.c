@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "billing.h"
 #include "crypt_pool.h"
 #include "handler_echo.h"
 #include "handler_gw.h"
@@ -54,6 +55,9 @@ enum {
     O_REDIS_DB,
     O_BALANCE_TIMEOUT,
     O_CRYPT_THREADS,
+    O_LOG_LISTEN,
+    O_SPOOL_PATH,
+    O_SPOOL_MAX,
     O_COUNT
 };
 
@@ -92,6 +96,12 @@ static const struct option_def options[O_COUNT] = {
                            "wait this long for a balance from Redis, then allow (fail open)"},
     [O_CRYPT_THREADS] = {"crypt-threads", "GW_CRYPT_THREADS", OPT_UINT, "2", 1, 64,
                          "threads verifying crypt(3) password hashes off the event loops"},
+    [O_LOG_LISTEN] = {"billing-listen", "GW_BILLING_LISTEN", OPT_STR, "127.0.0.1:12346", 0, 0,
+                      "address HAProxy's billing ring sends per-request records to"},
+    [O_SPOOL_PATH] = {"spool-path", "GW_SPOOL_PATH", OPT_STR, "/var/lib/gw-agent/billing.spool",
+                      0, 0, "billing records on their way to Redis (survives restarts)"},
+    [O_SPOOL_MAX] = {"spool-max-mb", "GW_SPOOL_MAX_MB", OPT_UINT, "1024", 1, 1048576,
+                     "spool size limit in MiB; when full, reading pauses (loud warnings first)"},
 };
 
 static void usage(FILE *out)
@@ -186,7 +196,7 @@ static void ensure_parent_dir(const char *path)
 /* Runs the gateway handler: snapshot store, crypt pool, then the server. */
 static int run_gateway(const char *const *values, const struct spoa_config *cfg)
 {
-    unsigned refresh, redis_db, balance_timeout, crypt_threads;
+    unsigned refresh, redis_db, balance_timeout, crypt_threads, spool_max_mb;
     bool traffic;
     char redis_host[256];
     int redis_port;
@@ -194,6 +204,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         !parse_uint(&options[O_REDIS_DB], values[O_REDIS_DB], &redis_db) ||
         !parse_uint(&options[O_BALANCE_TIMEOUT], values[O_BALANCE_TIMEOUT], &balance_timeout) ||
         !parse_uint(&options[O_CRYPT_THREADS], values[O_CRYPT_THREADS], &crypt_threads) ||
+        !parse_uint(&options[O_SPOOL_MAX], values[O_SPOOL_MAX], &spool_max_mb) ||
         !parse_bool(&options[O_TRAFFIC], values[O_TRAFFIC], &traffic))
         return 2;
     if (!values[O_POSTGRES_URI][0]) {
@@ -220,6 +231,28 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         snapshot_store_stop(store);
         return 1;
     }
+    /* Billing: HAProxy's records through the spool to Redis. */
+    static struct billing_stats bstats;
+    struct billing *billing = NULL;
+    if (traffic) {
+        ensure_parent_dir(values[O_SPOOL_PATH]);
+        struct billing_config bcfg = {
+            .listen = values[O_LOG_LISTEN],
+            .spool_path = values[O_SPOOL_PATH],
+            .spool_max_bytes = (uint64_t)spool_max_mb << 20,
+            .redis_host = redis_host,
+            .redis_port = redis_port,
+            .redis_password = values[O_REDIS_PASSWORD],
+            .redis_db = redis_db,
+            .batch = 500,
+        };
+        billing = billing_start(&bcfg, &bstats);
+        if (!billing) {
+            crypt_pool_stop(pool);
+            snapshot_store_stop(store);
+            return 1;
+        }
+    }
     struct gw_config gcfg = {
         .store = store,
         .crypt = pool,
@@ -238,6 +271,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
     log_info("gw-agent %s starting: handler gateway, balance checks %s, redis %s:%d", GW_VERSION,
              traffic ? "on" : "off", redis_host, redis_port);
     int rc = spoa_server_run(cfg, &handler, &stats) == 0 ? 0 : 1;
+    billing_stop(billing);
     crypt_pool_stop(pool);
     snapshot_store_stop(store);
     log_info("stopped: %llu NOTIFY; verdicts 200=%llu 400=%llu 402=%llu 403=%llu 407=%llu "
@@ -248,6 +282,11 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
              (unsigned long long)gstats.verdicts[5], (unsigned long long)gstats.balance_missing,
              (unsigned long long)gstats.balance_unreachable,
              (unsigned long long)gstats.balance_timeout);
+    log_info("billing: %llu records received, %llu billed, %llu pushed to Redis, %llu not "
+             "billed (refused requests), %llu malformed",
+             (unsigned long long)bstats.received, (unsigned long long)bstats.billed,
+             (unsigned long long)bstats.pushed, (unsigned long long)bstats.not_billed,
+             (unsigned long long)bstats.malformed);
     return rc;
 }
 

@@ -86,6 +86,11 @@ int spoa_server_run(const struct spoa_config *cfg, const struct spoa_handler *ha
  * (used by tests and embedders). */
 void spoa_server_stop(void);
 
+/* Parses "host:port", "[v6]:port", ":port" or "*:port" and binds a
+ * non-blocking, close-on-exec listening socket. Returns the fd, or -1 with
+ * the reason logged. */
+int spoa_listen_socket(const char *spec);
+
 /* Monotonic clock in milliseconds. */
 uint64_t spoa_now_ms(void);
 

@@ -46,9 +46,7 @@ uint64_t spoa_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Parses "host:port", "[v6]:port", ":port" or "*:port" and binds a
- * non-blocking listening socket. Returns the fd or -1 (logged). */
-static int listen_on(const char *spec)
+int spoa_listen_socket(const char *spec)
 {
     char host[256];
     const char *colon = strrchr(spec, ':');
@@ -287,7 +285,7 @@ int spoa_server_run(const struct spoa_config *cfg, const struct spoa_handler *ha
     unsigned started = 0;
     int rc = -1;
 
-    s.lfd = listen_on(cfg->listen);
+    s.lfd = spoa_listen_socket(cfg->listen);
     if (s.lfd < 0) return -1;
     s.loop = ev_default_loop(EVFLAG_AUTO);
     s.workers = calloc(cfg->threads, sizeof(*s.workers));

@@ -39,6 +39,7 @@ agent_up() { # <name> [agent options]
     shift
     start_bg "$name" "${pin_agent[@]}" "$AGENT" --listen "127.0.0.1:$AGENT_PORT" --threads 1 \
         --postgres-uri "$POSTGRES_URI" --redis-addr "$REDIS_ADDR" --snapshot-path '' \
+        --billing-listen "127.0.0.1:$(free_port)" --spool-path "$GW_TMP/$name.spool" \
         "$@" || exit 1
     wait_port "$AGENT_PORT" 120 || { echo "agent did not start" >&2; tail "$GW_TMP/$name.log"; exit 1; }
 }

@@ -11,7 +11,7 @@
 # no schema, no demo data).
 #
 # Exports: GW_PORT (HAProxy's proxy port), GW_PROXY_PORT (PROXY protocol
-# port), AGENT_PORT, UP_PORT_MIN..UP_PORT_MAX (stand-in ports, used by all
+# port), AGENT_PORT, BILLING_PORT (agent's billing listener), GW_SPOOL, UP_PORT_MIN..UP_PORT_MAX (stand-in ports, used by all
 # demo providers), ORIGIN_PORT, ORIGIN_TLS_PORT, GW_CA (test CA file),
 # UP_RECORD (the stand-in's username record), GW_SNAPSHOT (agent snapshot
 # file). Variables read: GW_AGENT (agent binary), GW_AGENT_ARGS (extra agent
@@ -35,11 +35,14 @@ start_gateway_stack() {
     ORIGIN_PORT=$(free_port)
     ORIGIN_TLS_PORT=$(free_port)
     AGENT_PORT=$(free_port)
+    BILLING_PORT=$(free_port)
+    GW_SPOOL=$GW_TMP/billing.spool
     GW_PORT=${PORT:-$(free_port)}
     GW_PROXY_PORT=$(free_port)
     UP_RECORD=$GW_TMP/upstream.record
     GW_SNAPSHOT=$GW_TMP/agent.snapshot
     GW_CA=$GW_TMP/ca/ca.pem
+    export BILLING_PORT GW_SPOOL
     export UP_PORT_MIN UP_PORT_MAX ORIGIN_PORT ORIGIN_TLS_PORT AGENT_PORT GW_PORT \
         GW_PROXY_PORT UP_RECORD GW_SNAPSHOT GW_CA
 
@@ -72,7 +75,7 @@ start_gateway_stack() {
     start_agent || return 1
     start_haproxy "$GW_ROOT/haproxy/gateway.cfg" PORT="$GW_PORT" GW_BIND=127.0.0.1 \
         GW_PROXY_PORT="$GW_PROXY_PORT" GW_TRUSTED_PROXIES="127.0.0.1/32" \
-        GW_AGENT_ADDR="127.0.0.1:$AGENT_PORT" \
+        GW_AGENT_ADDR="127.0.0.1:$AGENT_PORT" GW_BILLING_ADDR="127.0.0.1:$BILLING_PORT" \
         GW_SPOE_CONF="$GW_ROOT/haproxy/spoe-gateway.conf" \
         GW_ERRORS_DIR="$GW_ROOT/haproxy/errors" GW_STATS_SOCKET="$GW_TMP/haproxy.sock" \
         GW_TIMEOUT_CONNECT=2s GW_TIMEOUT_SERVER=5s GW_GRACE=10s || return 1
@@ -87,7 +90,8 @@ start_agent() {
     # shellcheck disable=SC2086
     start_bg agent "$GW_AGENT" --listen "127.0.0.1:$AGENT_PORT" --threads 2 \
         --postgres-uri "$POSTGRES_URI" --redis-addr "$REDIS_ADDR" \
-        --snapshot-path "$GW_SNAPSHOT" --shutdown-timeout 5 ${GW_AGENT_ARGS:-} "$@" || return 1
+        --snapshot-path "$GW_SNAPSHOT" --billing-listen "127.0.0.1:$BILLING_PORT" \
+        --spool-path "$GW_SPOOL" --shutdown-timeout 5 ${GW_AGENT_ARGS:-} "$@" || return 1
     wait_port "$AGENT_PORT" 15 || { t_fail "agent did not listen"; return 1; }
 }
 

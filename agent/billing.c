@@ -1,0 +1,450 @@
+/*
+ * Traffic accounting (see billing.h): HAProxy's log stream in, traffic:logs
+ * in Redis out, with the spool in between so nothing is lost.
+ *
+ * Flow on the billing thread's loop: a HAProxy connection's bytes are cut
+ * into octet-counted frames ("<len> <record>"); each record is parsed
+ * (billing_record.c); a billable one is written to the spool as JSON; the
+ * pusher takes up to `batch` records from the spool, sends one RPUSH with
+ * all of them, and commits the spool offset when Redis acknowledges. Redis
+ * down: records accumulate in the spool and are pushed, in order, once it is
+ * back. The spool full: reading from HAProxy pauses (its ring buffers) and
+ * the log says so loudly.
+ */
+#include <errno.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#include <hiredis/adapters/libev.h>
+#pragma GCC diagnostic pop
+
+#include "billing.h"
+#include "billing_record.h"
+#include "log.h"
+#include "spoa.h"
+#include "spool.h"
+
+#define CONN_BUF (2 * BILLING_LINE_MAX + 16)
+#define TAKE_BUF (1u << 20) /* bytes of records per RPUSH, at most */
+#define JSON_MAX (6 * BILLING_LINE_MAX + 512)
+#define SYNC_S 0.1
+#define REDIS_RETRY_S 1.0
+#define STAT(b, f) atomic_fetch_add_explicit(&(b)->stats->f, 1, memory_order_relaxed)
+
+struct bconn {
+    struct billing *b;
+    int fd;
+    ev_io io;
+    char buf[CONN_BUF];
+    size_t len;
+    struct bconn *prev, *next;
+};
+
+struct billing {
+    struct billing_config cfg;
+    struct billing_stats *stats;
+    struct ev_loop *loop;
+    pthread_t thread;
+    ev_async stop;
+    ev_io accept_io;
+    ev_timer tick;        /* fsync, resume after a full spool, retry pushes */
+    ev_timer redis_retry;
+    int lfd;
+    struct spool *sp;
+    struct bconn *conns;
+    bool paused;          /* spool full: not reading */
+    int fill_warned;      /* last fill level warned about: 0, 50, 80, 90 */
+    redisAsyncContext *redis;
+    bool redis_ready;
+    bool in_flight;       /* an RPUSH awaits its reply */
+    size_t in_flight_n;
+    uint64_t in_flight_end;
+    char *take_buf;
+    const char **recs;
+    size_t *lens;
+    char json[JSON_MAX];
+    char decoded[BILLING_LINE_MAX];
+};
+
+static void redis_connect(struct billing *b);
+static void push(struct billing *b);
+
+/* --- the spool's fill level -------------------------------------------------------- */
+
+static void set_paused(struct billing *b, bool paused)
+{
+    if (paused == b->paused)
+        return;
+    b->paused = paused;
+    for (struct bconn *c = b->conns; c; c = c->next) {
+        if (paused)
+            ev_io_stop(b->loop, &c->io);
+        else
+            ev_io_start(b->loop, &c->io);
+    }
+    if (paused) {
+        STAT(b, spool_full);
+        log_error("billing: SPOOL FULL (%llu bytes, GW_SPOOL_MAX_BYTES): no longer reading "
+                  "HAProxy's records; they wait in its ring until Redis takes the backlog",
+                  (unsigned long long)spool_max_bytes(b->sp));
+    } else {
+        log_warn("billing: spool below 90%% again: reading HAProxy's records");
+    }
+}
+
+static void check_fill(struct billing *b)
+{
+    uint64_t pct = spool_pending_bytes(b->sp) * 100 / spool_max_bytes(b->sp);
+    int level = pct >= 90 ? 90 : pct >= 80 ? 80 : pct >= 50 ? 50 : 0;
+    if (level > b->fill_warned)
+        log_warn("billing: spool %llu%% full (%llu of %llu bytes): Redis is not taking "
+                 "records fast enough",
+                 (unsigned long long)pct, (unsigned long long)spool_pending_bytes(b->sp),
+                 (unsigned long long)spool_max_bytes(b->sp));
+    b->fill_warned = level;
+    if (b->paused && pct < 90)
+        set_paused(b, false);
+}
+
+/* --- records in ---------------------------------------------------------------------- */
+
+static void take_record(struct billing *b, const char *rec, size_t len)
+{
+    struct billing_record r;
+    const char *err;
+    STAT(b, received);
+    if (billing_record_parse(rec, len, &r, b->decoded, sizeof(b->decoded), &err) != 0) {
+        STAT(b, malformed);
+        log_error("billing: refused a malformed record (%s): %.*s", err,
+                  (int)(len > 300 ? 300 : len), rec);
+        return;
+    }
+    if (!billing_record_billable(&r)) {
+        STAT(b, not_billed);
+        return;
+    }
+    size_t n = billing_record_json(&r, b->json, sizeof(b->json));
+    if (n == 0 || spool_append(b->sp, b->json, n) != 0) {
+        /* Room was checked before this record (conn_frames), so only a disk
+         * error gets here (spool_append logged it): say which record. */
+        STAT(b, malformed);
+        log_error("billing: could not spool record %.*s: IT IS LOST", (int)r.request_id.len,
+                  r.request_id.ptr ? r.request_id.ptr : "");
+        return;
+    }
+    STAT(b, billed);
+}
+
+static void conn_close(struct bconn *c)
+{
+    struct billing *b = c->b;
+    ev_io_stop(b->loop, &c->io);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        b->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+}
+
+/* Cuts "<len> <record>" frames; false on a framing error (connection dropped). */
+static bool conn_frames(struct bconn *c)
+{
+    struct billing *b = c->b;
+    size_t off = 0;
+    while (off < c->len) {
+        if (spool_pending_bytes(b->sp) + JSON_MAX > spool_max_bytes(b->sp)) {
+            set_paused(b, true);
+            break;
+        }
+        size_t i = off, n = 0;
+        while (i < c->len && c->buf[i] >= '0' && c->buf[i] <= '9' && i - off < 6)
+            n = n * 10 + (size_t)(c->buf[i++] - '0');
+        if (i == c->len)
+            break; /* the length is still arriving */
+        if (i == off || c->buf[i] != ' ' || n == 0 || n > BILLING_LINE_MAX) {
+            STAT(b, malformed);
+            log_error("billing: bad framing from HAProxy (expected \"<length> <record>\"); "
+                      "dropping the connection, HAProxy reconnects");
+            return false;
+        }
+        if (c->len - (i + 1) < n)
+            break; /* the record is still arriving */
+        take_record(b, c->buf + i + 1, n);
+        off = i + 1 + n;
+    }
+    memmove(c->buf, c->buf + off, c->len - off);
+    c->len -= off;
+    return true;
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct bconn *c = io->data;
+    ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        if (c->len)
+            log_warn("billing: HAProxy closed its log stream mid-record (%zu bytes left)", c->len);
+        conn_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    if (!conn_frames(c)) {
+        conn_close(c);
+        return;
+    }
+    check_fill(c->b);
+    push(c->b);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)revents;
+    struct billing *b = io->data;
+    for (;;) {
+        int fd = accept4(b->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                log_error("billing: accept: %s", strerror(errno));
+            return;
+        }
+        struct bconn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->b = b;
+        c->fd = fd;
+        ev_io_init(&c->io, conn_read_cb, fd, EV_READ);
+        c->io.data = c;
+        c->next = b->conns;
+        if (b->conns)
+            b->conns->prev = c;
+        b->conns = c;
+        if (!b->paused)
+            ev_io_start(loop, &c->io);
+    }
+}
+
+/* --- records out ------------------------------------------------------------------- */
+
+static void push_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    struct billing *b = privdata;
+    redisReply *r = reply;
+    b->in_flight = false;
+    if (r && r->type == REDIS_REPLY_INTEGER) {
+        spool_commit(b->sp, b->in_flight_end);
+        atomic_fetch_add_explicit(&b->stats->pushed, b->in_flight_n, memory_order_relaxed);
+        check_fill(b);
+        push(b);
+        return;
+    }
+    /* not acknowledged: push the same records again later */
+    spool_rewind(b->sp);
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_error("billing: RPUSH traffic:logs failed: %s", r->str);
+}
+
+static void push(struct billing *b)
+{
+    if (!b->redis_ready || b->in_flight)
+        return;
+    uint64_t end;
+    size_t n = spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs + 2, b->lens + 2,
+                          &end);
+    if (n == 0)
+        return;
+    b->recs[0] = "RPUSH";
+    b->lens[0] = 5;
+    b->recs[1] = "traffic:logs";
+    b->lens[1] = 12;
+    if (redisAsyncCommandArgv(b->redis, push_cb, b, (int)n + 2, b->recs, b->lens) != REDIS_OK) {
+        spool_rewind(b->sp);
+        return;
+    }
+    b->in_flight = true;
+    b->in_flight_n = n;
+    b->in_flight_end = end;
+}
+
+static void redis_connected_cb(const redisAsyncContext *ac, int status)
+{
+    struct billing *b = ac->data;
+    if (status != REDIS_OK) {
+        log_warn("billing: redis %s:%d: %s; records wait in the spool", b->cfg.redis_host,
+                 b->cfg.redis_port, ac->errstr);
+        b->redis = NULL;
+        ev_timer_start(b->loop, &b->redis_retry);
+        return;
+    }
+    b->redis_ready = true;
+    if (spool_pending_bytes(b->sp))
+        log_info("billing: redis connected; pushing %llu spooled bytes",
+                 (unsigned long long)spool_pending_bytes(b->sp));
+    push(b);
+}
+
+static void redis_disconnected_cb(const redisAsyncContext *ac, int status)
+{
+    struct billing *b = ac->data;
+    (void)status;
+    b->redis = NULL;
+    b->redis_ready = false;
+    if (b->in_flight) { /* its callback already ran with NULL and rewound */
+        b->in_flight = false;
+        spool_rewind(b->sp);
+    }
+    log_warn("billing: redis connection lost; records wait in the spool");
+    ev_timer_start(b->loop, &b->redis_retry);
+}
+
+static void redis_auth_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    (void)privdata;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_error("billing: redis AUTH/SELECT failed: %s", r->str);
+}
+
+static void redis_connect(struct billing *b)
+{
+    redisAsyncContext *ac = redisAsyncConnect(b->cfg.redis_host, b->cfg.redis_port);
+    if (!ac || ac->err) {
+        if (ac)
+            redisAsyncFree(ac);
+        ev_timer_start(b->loop, &b->redis_retry);
+        return;
+    }
+    ac->data = b;
+    redisLibevAttach(b->loop, ac);
+    redisAsyncSetConnectCallback(ac, redis_connected_cb);
+    redisAsyncSetDisconnectCallback(ac, redis_disconnected_cb);
+    if (b->cfg.redis_password && b->cfg.redis_password[0])
+        redisAsyncCommand(ac, redis_auth_cb, NULL, "AUTH %s", b->cfg.redis_password);
+    if (b->cfg.redis_db)
+        redisAsyncCommand(ac, redis_auth_cb, NULL, "SELECT %u", b->cfg.redis_db);
+    b->redis = ac;
+}
+
+static void redis_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    redis_connect(t->data);
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct billing *b = t->data;
+    spool_sync(b->sp);
+    check_fill(b);
+    push(b);
+}
+
+/* --- thread life ------------------------------------------------------------------- */
+
+static void stop_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    (void)revents;
+    struct billing *b = a->data;
+    ev_io_stop(loop, &b->accept_io);
+    while (b->conns)
+        conn_close(b->conns);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void *billing_main(void *arg)
+{
+    struct billing *b = arg;
+    redis_connect(b);
+    ev_run(b->loop, 0);
+    if (b->redis)
+        redisAsyncFree(b->redis);
+    return NULL;
+}
+
+struct billing *billing_start(const struct billing_config *cfg, struct billing_stats *stats)
+{
+    struct billing *b = calloc(1, sizeof(*b));
+    char err[512];
+    if (!b)
+        return NULL;
+    b->cfg = *cfg;
+    b->stats = stats;
+    b->lfd = -1;
+    b->take_buf = malloc(TAKE_BUF);
+    b->recs = calloc(cfg->batch + 2, sizeof(*b->recs));
+    b->lens = calloc(cfg->batch + 2, sizeof(*b->lens));
+    if (!b->take_buf || !b->recs || !b->lens) {
+        log_error("billing: out of memory");
+        goto fail;
+    }
+    b->sp = spool_open(cfg->spool_path, cfg->spool_max_bytes, err, sizeof(err));
+    if (!b->sp) {
+        log_error("billing: spool: %s", err);
+        goto fail;
+    }
+    b->lfd = spoa_listen_socket(cfg->listen);
+    if (b->lfd < 0)
+        goto fail;
+    b->loop = ev_loop_new(EVFLAG_AUTO);
+    ev_async_init(&b->stop, stop_cb);
+    ev_io_init(&b->accept_io, accept_cb, b->lfd, EV_READ);
+    ev_timer_init(&b->tick, tick_cb, SYNC_S, SYNC_S);
+    ev_timer_init(&b->redis_retry, redis_retry_cb, REDIS_RETRY_S, 0.);
+    b->stop.data = b->accept_io.data = b->tick.data = b->redis_retry.data = b;
+    ev_async_start(b->loop, &b->stop);
+    ev_io_start(b->loop, &b->accept_io);
+    ev_timer_start(b->loop, &b->tick);
+    if (pthread_create(&b->thread, NULL, billing_main, b) != 0) {
+        log_error("billing: cannot start its thread");
+        goto fail;
+    }
+    log_info("billing: records from HAProxy on %s, spool %s (max %llu bytes)", cfg->listen,
+             cfg->spool_path, (unsigned long long)cfg->spool_max_bytes);
+    return b;
+fail:
+    if (b->loop)
+        ev_loop_destroy(b->loop);
+    if (b->lfd >= 0)
+        close(b->lfd);
+    spool_close(b->sp);
+    free(b->take_buf);
+    free(b->recs);
+    free(b->lens);
+    free(b);
+    return NULL;
+}
+
+void billing_stop(struct billing *b)
+{
+    if (!b)
+        return;
+    ev_async_send(b->loop, &b->stop);
+    pthread_join(b->thread, NULL);
+    close(b->lfd);
+    spool_close(b->sp);
+    ev_loop_destroy(b->loop);
+    free(b->take_buf);
+    free(b->recs);
+    free(b->lens);
+    free(b);
+}

@@ -1,0 +1,41 @@
+/*
+ * Traffic accounting in the agent: HAProxy's per-request log records arrive
+ * over TCP (a HAProxy ring, octet-counted syslog framing), the billable ones
+ * become the reference's JSON and go through the spool (spool.h) to the
+ * Redis list traffic:logs, pipelined. One thread with its own event loop.
+ */
+#ifndef GW_BILLING_H
+#define GW_BILLING_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct billing_config {
+    const char *listen;       /* host:port HAProxy's ring connects to */
+    const char *spool_path;   /* the spool file */
+    uint64_t spool_max_bytes; /* beyond this, reading pauses (HAProxy's ring buffers) */
+    const char *redis_host;
+    int redis_port;
+    const char *redis_password;
+    unsigned redis_db;
+    unsigned batch;           /* records per RPUSH */
+};
+
+struct billing_stats {
+    atomic_uint_fast64_t received;  /* records read from HAProxy */
+    atomic_uint_fast64_t billed;    /* billable, written to the spool */
+    atomic_uint_fast64_t not_billed; /* refused by the gateway: not billed */
+    atomic_uint_fast64_t malformed; /* refused: bad framing or fields (logged) */
+    atomic_uint_fast64_t pushed;    /* acknowledged by Redis */
+    atomic_uint_fast64_t spool_full; /* times reading paused on a full spool */
+};
+
+struct billing;
+
+/* Opens the spool, binds the listener and starts the thread. NULL (logged)
+ * when the spool or the listener cannot be set up. */
+struct billing *billing_start(const struct billing_config *cfg, struct billing_stats *stats);
+/* Stops reading, pushes what it can within a second, syncs the spool. */
+void billing_stop(struct billing *b);
+
+#endif

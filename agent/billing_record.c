@@ -1,0 +1,333 @@
+/*
+ * Billing records: parse HAProxy's log line, write the reference's JSON
+ * (see billing_record.h for both formats). Pure functions, fuzzed.
+ */
+#include <string.h>
+
+#include "billing_record.h"
+
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Standard base64 with padding; "-" means absent. */
+static bool decode_b64(const char *s, size_t len, char **pos, const char *end,
+                       struct billing_str *out)
+{
+    if (len == 1 && s[0] == '-') {
+        out->ptr = NULL;
+        out->len = 0;
+        return true;
+    }
+    if (len % 4 != 0)
+        return false;
+    char *o = *pos;
+    out->ptr = o;
+    for (size_t i = 0; i < len; i += 4) {
+        int v[4];
+        int pad = 0;
+        for (int k = 0; k < 4; k++) {
+            unsigned char c = (unsigned char)s[i + k];
+            if (c == '=' && i + 4 == len && k >= 2) {
+                v[k] = 0;
+                pad++;
+                continue;
+            }
+            if (pad || (v[k] = b64_value(c)) < 0)
+                return false;
+        }
+        uint32_t n = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
+                     (uint32_t)v[3];
+        if (end - o < 3 - pad)
+            return false;
+        *o++ = (char)(n >> 16);
+        if (pad < 2)
+            *o++ = (char)(n >> 8);
+        if (pad < 1)
+            *o++ = (char)n;
+    }
+    out->len = (size_t)(o - out->ptr);
+    *pos = o;
+    return true;
+}
+
+/* Decimal integer, optional leading '-'; "-" alone means absent (0). */
+static bool parse_int(const char *s, size_t len, int64_t *out)
+{
+    if (len == 1 && s[0] == '-') {
+        *out = 0;
+        return true;
+    }
+    bool neg = len > 0 && s[0] == '-';
+    size_t i = neg;
+    if (i == len || len - i > 19)
+        return false;
+    int64_t v = 0;
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9' || __builtin_mul_overflow(v, 10, &v) ||
+            __builtin_add_overflow(v, s[i] - '0', &v))
+            return false;
+    }
+    *out = neg ? -v : v;
+    return true;
+}
+
+static bool parse_count(const char *s, size_t len, uint64_t *out)
+{
+    int64_t v;
+    if (!parse_int(s, len, &v) || v < 0)
+        return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+/* A request id or an address: printable ASCII without spaces, taken as is. */
+static bool plain_token(const char *s, size_t len, struct billing_str *out)
+{
+    if (len == 1 && s[0] == '-') {
+        out->ptr = NULL;
+        out->len = 0;
+        return true;
+    }
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return false;
+    out->ptr = s;
+    out->len = len;
+    return true;
+}
+
+enum { F_TAG, F_ID, F_VERDICT, F_USER, F_SLUG, F_COUNTRY, F_SESSION, F_DURATION, F_METHOD,
+       F_TARGET, F_STATUS, F_IN, F_OUT, F_IP, F_TS, F_COUNT };
+
+static const char *const field_names[F_COUNT] = {
+    "tag", "request id", "verdict", "user", "slug", "country", "session", "duration",
+    "method", "target", "status", "bytes in", "bytes out", "client ip", "timestamp"};
+
+int billing_record_parse(const char *line, size_t len, struct billing_record *r, char *buf,
+                         size_t cap, const char **err)
+{
+    const char *f[F_COUNT];
+    size_t flen[F_COUNT];
+    size_t n = 0, i = 0;
+
+    memset(r, 0, sizeof(*r));
+    if (len > BILLING_LINE_MAX) {
+        *err = "record longer than BILLING_LINE_MAX";
+        return -1;
+    }
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        len--;
+    while (i < len) {
+        if (n == F_COUNT) {
+            *err = "too many fields";
+            return -1;
+        }
+        size_t j = i;
+        while (j < len && line[j] != ' ')
+            j++;
+        if (j == i) {
+            *err = "empty field (double space)";
+            return -1;
+        }
+        f[n] = line + i;
+        flen[n++] = j - i;
+        i = j + 1;
+        if (j + 1 == len) {
+            *err = "trailing space";
+            return -1;
+        }
+    }
+    if (n != F_COUNT) {
+        *err = "too few fields";
+        return -1;
+    }
+    if (flen[F_TAG] != 3 || memcmp(f[F_TAG], "gw1", 3) != 0) {
+        *err = "not a gw1 record";
+        return -1;
+    }
+
+    char *pos = buf;
+    const char *end = buf + cap;
+    struct billing_str *b64_fields[] = {[F_USER] = &r->user,       [F_SLUG] = &r->slug,
+                                        [F_COUNTRY] = &r->country, [F_SESSION] = &r->session,
+                                        [F_METHOD] = &r->method,   [F_TARGET] = &r->target};
+    for (int k = F_USER; k <= F_TARGET; k++) {
+        if (k == F_DURATION)
+            continue;
+        if (!decode_b64(f[k], flen[k], &pos, end, b64_fields[k])) {
+            *err = field_names[k];
+            return -1;
+        }
+    }
+    int bad = -1;
+    if (!plain_token(f[F_ID], flen[F_ID], &r->request_id))
+        bad = F_ID;
+    else if (!parse_int(f[F_VERDICT], flen[F_VERDICT], &r->verdict))
+        bad = F_VERDICT;
+    else if (!parse_int(f[F_DURATION], flen[F_DURATION], &r->duration_min))
+        bad = F_DURATION;
+    else if (!parse_int(f[F_STATUS], flen[F_STATUS], &r->status))
+        bad = F_STATUS;
+    else if (!parse_count(f[F_IN], flen[F_IN], &r->bytes_in))
+        bad = F_IN;
+    else if (!parse_count(f[F_OUT], flen[F_OUT], &r->bytes_out))
+        bad = F_OUT;
+    else if (!plain_token(f[F_IP], flen[F_IP], &r->client_ip))
+        bad = F_IP;
+    else if (!parse_int(f[F_TS], flen[F_TS], &r->timestamp_ms))
+        bad = F_TS;
+    if (bad >= 0) {
+        *err = field_names[bad];
+        return -1;
+    }
+    return 0;
+}
+
+bool billing_record_billable(const struct billing_record *r)
+{
+    return r->verdict == 200 && r->request_id.ptr != NULL;
+}
+
+/* --- JSON -------------------------------------------------------------------------- */
+
+struct out {
+    char *p, *end;
+    bool full;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->full || (size_t)(o->end - o->p) < n) {
+        o->full = true;
+        return;
+    }
+    memcpy(o->p, s, n);
+    o->p += n;
+}
+
+static void put_cstr(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), 0 if it is not one. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t len;
+    uint32_t cp;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+        len = 2;
+        cp = s[0] & 0x1F;
+    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+        len = 3;
+        cp = s[0] & 0x0F;
+    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3F);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return len;
+}
+
+static void put_json_str(struct out *o, struct billing_str s)
+{
+    static const char hex[] = "0123456789abcdef";
+    put(o, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s.ptr;
+    size_t n = s.ptr ? s.len : 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            put(o, e, 2);
+            i++;
+        } else if (c < 0x20 || c == 0x7f) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            put(o, e, 6);
+            i++;
+        } else {
+            size_t l = utf8_len(p + i, n - i);
+            if (l == 0) { /* not UTF-8: the byte as a Latin-1 code point */
+                char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                put(o, e, 6);
+                i++;
+            } else {
+                put(o, (const char *)p + i, l);
+                i += l;
+            }
+        }
+    }
+    put(o, "\"", 1);
+}
+
+static void put_int(struct out *o, int64_t v)
+{
+    char tmp[24];
+    char *t = tmp + sizeof(tmp);
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--t = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--t = '-';
+    put(o, t, (size_t)(tmp + sizeof(tmp) - t));
+}
+
+size_t billing_record_json(const struct billing_record *r, char *out, size_t cap)
+{
+    struct out o = {out, out + cap, false};
+    put_cstr(&o, "{\"username\":");
+    put_json_str(&o, r->user);
+    put_cstr(&o, ",\"request_bytes\":");
+    put_int(&o, (int64_t)r->bytes_in);
+    put_cstr(&o, ",\"response_bytes\":");
+    put_int(&o, (int64_t)r->bytes_out);
+    put_cstr(&o, ",\"target_host\":");
+    put_json_str(&o, r->target);
+    put_cstr(&o, ",\"target_method\":");
+    put_json_str(&o, r->method);
+    put_cstr(&o, ",\"proxy_slug\":");
+    put_json_str(&o, r->slug);
+    put_cstr(&o, ",\"country\":");
+    put_json_str(&o, r->country);
+    put_cstr(&o, ",\"session_id\":");
+    put_json_str(&o, r->session);
+    put_cstr(&o, ",\"duration\":");
+    put_int(&o, r->duration_min);
+    put_cstr(&o, ",\"status_code\":");
+    put_int(&o, r->status);
+    put_cstr(&o, ",\"client_ip\":");
+    put_json_str(&o, r->client_ip);
+    put_cstr(&o, ",\"timestamp\":");
+    put_int(&o, r->timestamp_ms);
+    put_cstr(&o, ",\"request_id\":");
+    put_json_str(&o, r->request_id);
+    put(&o, "}", 1);
+    return o.full ? 0 : (size_t)(o.p - out);
+}

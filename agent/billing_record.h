@@ -1,0 +1,58 @@
+/*
+ * Billing records: the line HAProxy logs when a request or tunnel ends
+ * (haproxy/gateway.cfg, log-format), and the reference's JSON object the
+ * agent pushes to the Redis list traffic:logs.
+ *
+ * The line is "gw1" followed by space-separated fields; every string field is
+ * base64 (so no byte of it can break the parsing) or "-" when absent:
+ *
+ *   gw1 <request-id> <verdict> <user> <slug> <country> <session> <duration>
+ *       <method> <target> <status> <bytes-in> <bytes-out> <client-ip> <ts-ms>
+ *
+ * verdict is the agent's txn.gw.status (only 200 is billed); bytes-in is
+ * HAProxy's %U (bytes received from the client, headers included), bytes-out
+ * %B (bytes sent to the client, headers included); for a CONNECT tunnel they
+ * are the request line and headers plus the client's payload, and the "200
+ * Connection established" response plus the payload from the target. ts-ms is
+ * the accept time in milliseconds since the epoch.
+ */
+#ifndef GW_BILLING_RECORD_H
+#define GW_BILLING_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BILLING_LINE_MAX 4096 /* longer lines are refused (HAProxy's ring maxlen) */
+
+struct billing_str {
+    const char *ptr; /* decoded bytes, in the caller's buffer; NULL: absent */
+    size_t len;
+};
+
+struct billing_record {
+    struct billing_str request_id;
+    int64_t verdict;         /* 0 when absent */
+    struct billing_str user, slug, country, session, method, target, client_ip;
+    int64_t duration_min;
+    int64_t status;
+    uint64_t bytes_in;       /* request_bytes */
+    uint64_t bytes_out;      /* response_bytes */
+    int64_t timestamp_ms;
+};
+
+/* Parses one line; decoded strings go to buf (cap >= len is always enough).
+ * Returns 0, or -1 with *err naming the bad field. */
+int billing_record_parse(const char *line, size_t len, struct billing_record *r, char *buf,
+                         size_t cap, const char **err);
+
+/* True when the record is billable: the agent allowed it (verdict 200). */
+bool billing_record_billable(const struct billing_record *r);
+
+/* Writes the reference's JSON object (plus request_id) into out. Any byte in
+ * any string yields valid JSON: control characters and bytes that are not
+ * UTF-8 are escaped as \u00XX. Returns the length, 0 if cap is too small
+ * (6 * BILLING_LINE_MAX + 512 always suffices). */
+size_t billing_record_json(const struct billing_record *r, char *out, size_t cap);
+
+#endif

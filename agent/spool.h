@@ -1,0 +1,52 @@
+/*
+ * The billing spool: an append-only file of records (JSON strings framed as
+ * MessagePack str) with a committed offset in its header. Every billable
+ * record is written here before it goes to Redis, and the offset moves past
+ * it only once Redis has acknowledged it: a record survives Redis outages
+ * and agent restarts or kills (write(2) reaches the page cache at once;
+ * fsync is batched for power loss). A record pushed but not yet committed
+ * when the agent dies is pushed again: the settlement worker applies each
+ * request_id once.
+ *
+ *   header (32 bytes): "GWSPOOL1" | committed offset (u64, big-endian) | 16 bytes reserved
+ *   records:           msgpack str (d9/da/db + length) each, back to back
+ *
+ * Single-threaded: one owner (the billing thread).
+ */
+#ifndef GW_SPOOL_H
+#define GW_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPOOL_HEADER_LEN 32
+
+struct spool;
+
+/* Opens or creates the spool at path (mode 0600). A torn last record (a
+ * crash mid-write) is cut off and logged. NULL with err on failure. */
+struct spool *spool_open(const char *path, uint64_t max_bytes, char *err, size_t errlen);
+void spool_close(struct spool *sp);
+
+/* Appends one record. Returns 0, or -1 when the spool is full (max_bytes) or
+ * the write failed (logged): the caller must stop taking records. */
+int spool_append(struct spool *sp, const char *rec, size_t len);
+/* fsyncs when something was appended since the last sync. */
+void spool_sync(struct spool *sp);
+
+/* Up to max records from the first one not yet taken, copied into buf
+ * (records[i] point into it). Returns how many; *end is the offset after
+ * the last one, for spool_commit. Taking does not commit. */
+size_t spool_take(struct spool *sp, size_t max, char *buf, size_t cap, const char **records,
+                  size_t *lens, uint64_t *end);
+/* Everything before offset is acknowledged. When that is everything, the
+ * file is emptied. Returns -1 when the header write failed (logged). */
+int spool_commit(struct spool *sp, uint64_t offset);
+/* Forget what was taken but not committed: it will be taken again. */
+void spool_rewind(struct spool *sp);
+
+uint64_t spool_pending_bytes(const struct spool *sp); /* appended, not committed */
+uint64_t spool_max_bytes(const struct spool *sp);
+
+#endif
