@@ -1,0 +1,281 @@
+/*
+ * Billing record and spool tests: the log line HAProxy writes, the JSON the
+ * agent pushes (valid for any byte), and the spool's write-ahead guarantees
+ * (reopen, torn tail, commit, rewind, bound).
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "billing_record.h"
+#include "spool.h"
+
+/* "myuser", "demo-de", "DE", "abc123", "CONNECT", "example.com:443" in base64 */
+#define GOOD                                                                                       \
+    "gw1 0e2f8140-4762-4468-ba11-9910719407fd 200 bXl1c2Vy ZGVtby1kZQ== REU= YWJjMTIz 10 "        \
+    "Q09OTkVDVA== ZXhhbXBsZS5jb206NDQz 200 255 5153 203.0.113.50 1795656352917"
+
+START_TEST(parse_and_json)
+{
+    struct billing_record r;
+    char buf[BILLING_LINE_MAX];
+    const char *err = NULL;
+    ck_assert_int_eq(billing_record_parse(GOOD, strlen(GOOD), &r, buf, sizeof(buf), &err), 0);
+    ck_assert(billing_record_billable(&r));
+    char json[8192];
+    size_t n = billing_record_json(&r, json, sizeof(json));
+    ck_assert_uint_gt(n, 0);
+    json[n] = '\0';
+    ck_assert_str_eq(json, "{\"username\":\"myuser\",\"request_bytes\":255,\"response_bytes\":5153,"
+                           "\"target_host\":\"example.com:443\",\"target_method\":\"CONNECT\","
+                           "\"proxy_slug\":\"demo-de\",\"country\":\"DE\",\"session_id\":\"abc123\","
+                           "\"duration\":10,\"status_code\":200,\"client_ip\":\"203.0.113.50\","
+                           "\"timestamp\":1795656352917,"
+                           "\"request_id\":\"0e2f8140-4762-4468-ba11-9910719407fd\"}");
+}
+END_TEST
+
+START_TEST(refused_requests_are_not_billable)
+{
+    static const char line[] = "gw1 id1 407 - - - - - R0VU eA== 407 181 205 127.0.0.1 1";
+    struct billing_record r;
+    char buf[BILLING_LINE_MAX];
+    const char *err;
+    ck_assert_int_eq(billing_record_parse(line, strlen(line), &r, buf, sizeof(buf), &err), 0);
+    ck_assert(!billing_record_billable(&r));
+    static const char noverdict[] = "gw1 id1 - - - - - - R0VU eA== 503 181 205 127.0.0.1 1";
+    ck_assert_int_eq(billing_record_parse(noverdict, strlen(noverdict), &r, buf, sizeof(buf), &err),
+                     0);
+    ck_assert(!billing_record_billable(&r));
+}
+END_TEST
+
+static const char *const bad_lines[] = {
+    "",
+    "gw2 id 200 - - - - - - - 200 1 1 127.0.0.1 1",
+    "gw1 id 200 - - - - - - - 200 1 1 127.0.0.1",             /* a field short */
+    "gw1 id 200 - - - - - - - 200 1 1 127.0.0.1 1 extra",     /* a field too many */
+    "gw1 id 200 - - - - - - - 200 1 1 127.0.0.1 1 ",          /* trailing space */
+    "gw1 id  200 - - - - - - - 200 1 1 127.0.0.1 1",          /* double space */
+    "gw1 id 200 bXl1c2Vy= - - - - - - 200 1 1 127.0.0.1 1",   /* bad base64 length */
+    "gw1 id 200 bXl!c2Vy - - - - - - 200 1 1 127.0.0.1 1",    /* bad base64 char */
+    "gw1 id 200 - - - - - - - 200 -5 1 127.0.0.1 1",          /* negative bytes */
+    "gw1 id 200 - - - - - - - 200 1 99999999999999999999 127.0.0.1 1", /* overflow */
+    "gw1 id 2x0 - - - - - - - 200 1 1 127.0.0.1 1",           /* not a number */
+    "gw1 id\x01 200 - - - - - - - 200 1 1 127.0.0.1 1",       /* control byte in the id */
+};
+
+START_TEST(malformed_lines_refused)
+{
+    struct billing_record r;
+    char buf[BILLING_LINE_MAX];
+    const char *err = NULL;
+    const char *line = bad_lines[_i];
+    ck_assert_msg(billing_record_parse(line, strlen(line), &r, buf, sizeof(buf), &err) == -1,
+                  "accepted: %s", line);
+    ck_assert_ptr_nonnull(err);
+}
+END_TEST
+
+/* A tiny JSON string validator: what any JSON parser would accept. */
+static bool valid_json_string(const char *s, size_t n, size_t *used)
+{
+    if (n == 0 || s[0] != '"')
+        return false;
+    for (size_t i = 1; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"') {
+            *used = i + 1;
+            return true;
+        }
+        if (c < 0x20)
+            return false;
+        if (c == '\\') {
+            if (++i >= n)
+                return false;
+            if (s[i] == 'u') {
+                if (i + 4 >= n)
+                    return false;
+                i += 4;
+            } else if (!strchr("\"\\/bfnrt", s[i])) {
+                return false;
+            }
+        }
+    }
+    return false;
+}
+
+START_TEST(hostile_bytes_make_valid_json)
+{
+    /* every byte value, in every string field */
+    char raw[256];
+    for (int i = 0; i < 256; i++)
+        raw[i] = (char)i;
+    struct billing_record r = {0};
+    struct billing_str hostile = {raw, sizeof(raw)};
+    r.user = r.slug = r.country = r.session = r.method = r.target = r.client_ip = hostile;
+    r.request_id = hostile;
+    char json[16384];
+    size_t n = billing_record_json(&r, json, sizeof(json));
+    ck_assert_uint_gt(n, 0);
+    /* no raw control byte anywhere, every string well-formed, and no invalid UTF-8 */
+    size_t strings = 0;
+    for (size_t i = 0; i < n;) {
+        if (json[i] == '"') {
+            size_t used;
+            ck_assert(valid_json_string(json + i, n - i, &used));
+            i += used;
+            strings++;
+        } else {
+            ck_assert((unsigned char)json[i] >= 0x20 && (unsigned char)json[i] < 0x80);
+            i++;
+        }
+    }
+    ck_assert_uint_eq(strings, 13 + 8); /* 13 keys, 8 of them with string values */
+    /* 0x80..0xff are not UTF-8 on their own: escaped */
+    ck_assert_ptr_nonnull(strstr(json, "\\u00ff"));
+    ck_assert_ptr_nonnull(strstr(json, "\\\""));
+    ck_assert_ptr_nonnull(strstr(json, "\\\\"));
+    /* valid UTF-8 passes through */
+    struct billing_str utf8 = {"h\xc3\xa9llo", 6};
+    r.user = utf8;
+    n = billing_record_json(&r, json, sizeof(json));
+    json[n] = '\0';
+    ck_assert_ptr_nonnull(strstr(json, "\"username\":\"h\xc3\xa9llo\""));
+}
+END_TEST
+
+/* --- spool ------------------------------------------------------------------------- */
+
+static char spool_path[64];
+
+static void spool_setup(void)
+{
+    snprintf(spool_path, sizeof(spool_path), "/tmp/gw-spool-test.XXXXXX");
+    int fd = mkstemp(spool_path);
+    close(fd);
+    unlink(spool_path);
+}
+
+static void spool_teardown(void)
+{
+    unlink(spool_path);
+}
+
+static size_t take_all(struct spool *sp, char *buf, size_t cap, const char **recs, size_t *lens,
+                       uint64_t *end)
+{
+    return spool_take(sp, 1000, buf, cap, recs, lens, end);
+}
+
+START_TEST(spool_survives_reopen_until_committed)
+{
+    char err[256];
+    struct spool *sp = spool_open(spool_path, 1 << 20, err, sizeof(err));
+    ck_assert_ptr_nonnull(sp);
+    char rec[64];
+    for (int i = 0; i < 10; i++) {
+        int n = snprintf(rec, sizeof(rec), "{\"n\":%d}", i);
+        ck_assert_int_eq(spool_append(sp, rec, (size_t)n), 0);
+    }
+    /* take 4, commit them; the other 6 stay */
+    char buf[4096];
+    const char *recs[16];
+    size_t lens[16];
+    uint64_t end;
+    ck_assert_uint_eq(spool_take(sp, 4, buf, sizeof(buf), recs, lens, &end), 4);
+    ck_assert_int_eq(spool_commit(sp, end), 0);
+    /* take 3 more, never committed: a crash now */
+    ck_assert_uint_eq(spool_take(sp, 3, buf, sizeof(buf), recs, lens, &end), 3);
+    spool_close(sp);
+
+    sp = spool_open(spool_path, 1 << 20, err, sizeof(err));
+    ck_assert_ptr_nonnull(sp);
+    size_t n = take_all(sp, buf, sizeof(buf), recs, lens, &end);
+    ck_assert_uint_eq(n, 6); /* the 3 taken-but-uncommitted come again */
+    ck_assert_mem_eq(recs[0], "{\"n\":4}", 7);
+    ck_assert_mem_eq(recs[5], "{\"n\":9}", 7);
+    ck_assert_int_eq(spool_commit(sp, end), 0);
+    ck_assert_uint_eq(spool_pending_bytes(sp), 0);
+    spool_close(sp);
+}
+END_TEST
+
+START_TEST(spool_cuts_a_torn_tail)
+{
+    char err[256];
+    struct spool *sp = spool_open(spool_path, 1 << 20, err, sizeof(err));
+    ck_assert_int_eq(spool_append(sp, "first", 5), 0);
+    ck_assert_int_eq(spool_append(sp, "second", 6), 0);
+    spool_close(sp);
+    /* a crash mid-append: the last frame lacks bytes */
+    ck_assert_int_eq(truncate(spool_path, SPOOL_HEADER_LEN + 7 + 4), 0);
+    sp = spool_open(spool_path, 1 << 20, err, sizeof(err));
+    ck_assert_ptr_nonnull(sp);
+    char buf[256];
+    const char *recs[4];
+    size_t lens[4];
+    uint64_t end;
+    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens, &end), 1);
+    ck_assert_mem_eq(recs[0], "first", 5);
+    ck_assert_int_eq(spool_append(sp, "third", 5), 0); /* appends after the cut */
+    spool_rewind(sp);
+    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens, &end), 2);
+    ck_assert_mem_eq(recs[1], "third", 5);
+    spool_close(sp);
+}
+END_TEST
+
+START_TEST(spool_rewind_and_bound)
+{
+    char err[256];
+    struct spool *sp = spool_open(spool_path, 100, err, sizeof(err));
+    char rec[40];
+    memset(rec, 'x', sizeof(rec));
+    ck_assert_int_eq(spool_append(sp, rec, sizeof(rec)), 0);
+    ck_assert_int_eq(spool_append(sp, rec, sizeof(rec)), 0);
+    ck_assert_int_eq(spool_append(sp, rec, sizeof(rec)), -1); /* over 100 bytes pending */
+    char buf[256];
+    const char *recs[4];
+    size_t lens[4];
+    uint64_t end;
+    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens, &end), 2);
+    spool_rewind(sp); /* Redis did not acknowledge */
+    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens, &end), 2);
+    ck_assert_int_eq(spool_commit(sp, end), 0);
+    ck_assert_int_eq(spool_append(sp, rec, sizeof(rec)), 0); /* room again */
+    spool_close(sp);
+}
+END_TEST
+
+START_TEST(spool_refuses_foreign_files)
+{
+    FILE *f = fopen(spool_path, "w");
+    fputs("this is not a spool file, it is something else entirely", f);
+    fclose(f);
+    char err[256];
+    ck_assert_ptr_null(spool_open(spool_path, 1 << 20, err, sizeof(err)));
+    ck_assert_ptr_nonnull(strstr(err, "not a billing spool"));
+}
+END_TEST
+
+Suite *billing_suite(void)
+{
+    Suite *s = suite_create("billing");
+    TCase *tc = tcase_create("record");
+    tcase_add_test(tc, parse_and_json);
+    tcase_add_test(tc, refused_requests_are_not_billable);
+    tcase_add_loop_test(tc, malformed_lines_refused, 0, sizeof(bad_lines) / sizeof(bad_lines[0]));
+    tcase_add_test(tc, hostile_bytes_make_valid_json);
+    suite_add_tcase(s, tc);
+    TCase *ts = tcase_create("spool");
+    tcase_add_checked_fixture(ts, spool_setup, spool_teardown);
+    tcase_add_test(ts, spool_survives_reopen_until_committed);
+    tcase_add_test(ts, spool_cuts_a_torn_tail);
+    tcase_add_test(ts, spool_rewind_and_bound);
+    tcase_add_test(ts, spool_refuses_foreign_files);
+    suite_add_tcase(s, ts);
+    return s;
+}
