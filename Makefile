@@ -29,7 +29,7 @@ endif
 
 BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-dev \
               libcrypt-dev libssl-dev
-RUN_PKGS   := haproxy redis-server postgresql curl openssl procps iproute2 ca-certificates socat
+RUN_PKGS   := haproxy redis-server postgresql curl openssl procps iproute2 ca-certificates socat jq
 TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev
 BENCH_PKGS := wrk squid apache2-utils
 
