@@ -39,26 +39,26 @@ struct settle_config {
     int redis_port;
     const char *redis_password; /* "" for none */
     unsigned redis_db;
-    unsigned batch;       /* records per batch, 1..SETTLE_BATCH_MAX */
-    unsigned idle_ms;     /* BLMOVE timeout while traffic:logs is empty, ms */
-    unsigned pause_ms;    /* sleep between a batch's COMMIT and its removal from
-                             traffic:logs:processing, ms (throttle; tests widen
-                             the crash window with it) */
-    unsigned timeout_ms;  /* Redis command and PostgreSQL connect timeout, ms */
+    unsigned batch;          /* records per batch, 1..SETTLE_BATCH_MAX */
+    unsigned idle_ms;        /* BLMOVE timeout while traffic:logs is empty, ms */
+    unsigned pause_ms;       /* sleep between a batch's COMMIT and its removal from
+                                traffic:logs:processing, ms (throttle; tests widen
+                                the crash window with it) */
+    unsigned timeout_ms;     /* Redis command and PostgreSQL connect timeout, ms */
     unsigned backoff_max_ms; /* longest wait between reconnection attempts, ms */
 };
 
 /* Counters since start; only the worker's thread writes them. */
 struct settle_stats {
-    uint64_t taken;      /* records taken off the lists (a record settled again
-                            after a crash counts again) */
-    uint64_t inserted;   /* traffic_logs rows inserted, bytes charged */
-    uint64_t duplicates; /* records whose request_id was already settled */
-    uint64_t dead;       /* records pushed to traffic:logs:dead */
-    uint64_t truncated;  /* records with a descriptive field cut to its column */
-    uint64_t batches;    /* committed batches */
-    uint64_t cache_sets; /* balance:cache SETs and DELs */
-    uint64_t rebuilds;   /* full balance cache rebuilds */
+    uint64_t taken;                       /* records taken off the lists (a record settled again
+                                             after a crash counts again) */
+    uint64_t inserted;                    /* traffic_logs rows inserted, bytes charged */
+    uint64_t duplicates;                  /* records whose request_id was already settled */
+    uint64_t dead;                        /* records pushed to traffic:logs:dead */
+    uint64_t truncated;                   /* records with a descriptive field cut to its column */
+    uint64_t batches;                     /* committed batches */
+    uint64_t cache_sets;                  /* balance:cache SETs and DELs */
+    uint64_t rebuilds;                    /* full balance cache rebuilds */
     uint64_t pg_failures, redis_failures; /* attempts that failed and were retried */
 };
 

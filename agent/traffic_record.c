@@ -5,7 +5,7 @@
  * be exactly what the producer meant, and fit the columns it goes to: a value
  * PostgreSQL would refuse would fail a whole batch.
  *
- * Two layers: json_scan_object() is a strict RFC 8259 reader for one object
+ * Two layers: traffic_json_scan() is a strict RFC 8259 reader for one object
  * of scalar members (no nesting: the record has none, and refusing it bounds
  * the work); traffic_record_parse() maps members to fields, checks types and
  * ranges, refuses duplicates and missing members. No allocation: decoded
@@ -45,7 +45,7 @@ static size_t utf8_seq(const unsigned char *p, size_t avail)
     return n;
 }
 
-bool json_utf8_valid(const char *s, size_t len)
+bool traffic_utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
@@ -175,14 +175,30 @@ static int scan_string(struct scan *s, const char **str, size_t *len)
         }
         if (s->end - s->p < 2) return fail(s, "unterminated escape");
         switch (s->p[1]) {
-        case '"': o[n++] = '"'; break;
-        case '\\': o[n++] = '\\'; break;
-        case '/': o[n++] = '/'; break;
-        case 'b': o[n++] = '\b'; break;
-        case 'f': o[n++] = '\f'; break;
-        case 'n': o[n++] = '\n'; break;
-        case 'r': o[n++] = '\r'; break;
-        case 't': o[n++] = '\t'; break;
+        case '"':
+            o[n++] = '"';
+            break;
+        case '\\':
+            o[n++] = '\\';
+            break;
+        case '/':
+            o[n++] = '/';
+            break;
+        case 'b':
+            o[n++] = '\b';
+            break;
+        case 'f':
+            o[n++] = '\f';
+            break;
+        case 'n':
+            o[n++] = '\n';
+            break;
+        case 'r':
+            o[n++] = '\r';
+            break;
+        case 't':
+            o[n++] = '\t';
+            break;
         case 'u': {
             uint32_t cp, lo;
             NEED(4);
@@ -201,7 +217,8 @@ static int scan_string(struct scan *s, const char **str, size_t *len)
             s->p += 6;
             continue;
         }
-        default: return fail(s, "invalid escape");
+        default:
+            return fail(s, "invalid escape");
         }
         s->p += 2;
     }
@@ -226,11 +243,11 @@ static int scan_number(struct scan *s, struct json_value *v)
         neg = true;
         q++;
     }
-    if (q >= s->end || !is_digit(*q)) return fail(s, "invalid number");
+    if (q >= s->end || !is_digit(*q)) return s->p = q, fail(s, "invalid number");
     const unsigned char *digits = q;
     if (*q == '0') {
         q++;
-        if (q < s->end && is_digit(*q)) return fail(s, "leading zero in a number");
+        if (q < s->end && is_digit(*q)) return s->p = q, fail(s, "leading zero in a number");
     } else {
         while (q < s->end && is_digit(*q))
             q++;
@@ -238,7 +255,7 @@ static int scan_number(struct scan *s, struct json_value *v)
     const unsigned char *digits_end = q;
     if (q < s->end && *q == '.') {
         q++;
-        if (q >= s->end || !is_digit(*q)) return fail(s, "digit expected after '.'");
+        if (q >= s->end || !is_digit(*q)) return s->p = q, fail(s, "digit expected after '.'");
         while (q < s->end && is_digit(*q))
             q++;
         real = true;
@@ -246,7 +263,7 @@ static int scan_number(struct scan *s, struct json_value *v)
     if (q < s->end && (*q == 'e' || *q == 'E')) {
         q++;
         if (q < s->end && (*q == '+' || *q == '-')) q++;
-        if (q >= s->end || !is_digit(*q)) return fail(s, "digit expected in exponent");
+        if (q >= s->end || !is_digit(*q)) return s->p = q, fail(s, "digit expected in exponent");
         while (q < s->end && is_digit(*q))
             q++;
         real = true;
@@ -281,8 +298,8 @@ static int scan_literal(struct scan *s, const char *word, enum json_kind kind, s
     return 0;
 }
 
-int json_scan_object(const char *in, size_t len, char *scratch, size_t scratch_cap,
-                     json_member_fn fn, void *ctx, char *err, size_t errlen)
+int traffic_json_scan(const char *in, size_t len, char *scratch, size_t scratch_cap,
+                      json_member_fn fn, void *ctx, char *err, size_t errlen)
 {
     struct scan s = {
         .start = (const unsigned char *)in,
@@ -319,11 +336,18 @@ int json_scan_object(const char *in, size_t len, char *scratch, size_t scratch_c
                 v.kind = JSON_STRING;
                 rc = scan_string(&s, &v.str, &v.len);
                 break;
-            case 't': rc = scan_literal(&s, "true", JSON_TRUE, &v); break;
-            case 'f': rc = scan_literal(&s, "false", JSON_FALSE, &v); break;
-            case 'n': rc = scan_literal(&s, "null", JSON_NULL, &v); break;
+            case 't':
+                rc = scan_literal(&s, "true", JSON_TRUE, &v);
+                break;
+            case 'f':
+                rc = scan_literal(&s, "false", JSON_FALSE, &v);
+                break;
+            case 'n':
+                rc = scan_literal(&s, "null", JSON_NULL, &v);
+                break;
             case '{':
-            case '[': return fail(&s, "nested objects and arrays are not accepted");
+            case '[':
+                return fail(&s, "nested objects and arrays are not accepted");
             default:
                 if (*s.p == '-' || is_digit(*s.p)) {
                     rc = scan_number(&s, &v);
@@ -533,7 +557,7 @@ int traffic_record_parse(const char *json, size_t len, struct traffic_record *ou
     }
     memset(out, 0, sizeof(*out));
     struct rec_ctx c = {.r = out};
-    if (json_scan_object(json, len, scratch, sizeof(scratch), record_member, &c, err, errlen) != 0)
+    if (traffic_json_scan(json, len, scratch, sizeof(scratch), record_member, &c, err, errlen) != 0)
         return -1;
     for (int f = 0; f < TRAFFIC_F_COUNT; f++) {
         if (!(c.seen & (1u << f))) {
@@ -550,11 +574,11 @@ int traffic_record_parse(const char *json, size_t len, struct traffic_record *ou
 
 /* --- the JSON writer ------------------------------------------------------------- */
 
-size_t json_quote(const char *s, size_t len, char *out, size_t cap)
+size_t traffic_json_quote(const char *s, size_t len, char *out, size_t cap)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
-    if (len > (SIZE_MAX - 2) / 6 || cap < json_quote_max(len)) return 0;
+    if (len > (SIZE_MAX - 2) / 6 || cap < traffic_json_quote_max(len)) return 0;
     size_t o = 0;
     out[o++] = '"';
     for (size_t i = 0; i < len;) {
@@ -575,14 +599,29 @@ size_t json_quote(const char *s, size_t len, char *out, size_t cap)
         i++;
         const char *esc = NULL;
         switch (c) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
-        default: break;
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
+        case '\b':
+            esc = "\\b";
+            break;
+        case '\f':
+            esc = "\\f";
+            break;
+        default:
+            break;
         }
         if (esc != NULL) {
             out[o++] = esc[0];
@@ -631,17 +670,18 @@ char *traffic_dead_letter(const char *reason, const char *rec, size_t len, size_
 {
     size_t rlen = strlen(reason);
     if (len > SIZE_MAX / 16 || rlen > SIZE_MAX / 16) return NULL;
-    bool utf8 = json_utf8_valid(rec, len);
-    size_t cap = 64 + json_quote_max(rlen) + json_quote_max(len) + (utf8 ? 0 : 4 * (len / 3 + 1));
+    bool utf8 = traffic_utf8_valid(rec, len);
+    size_t cap = 64 + traffic_json_quote_max(rlen) + traffic_json_quote_max(len) +
+                 (utf8 ? 0 : 4 * (len / 3 + 1));
     char *out = malloc(cap);
     if (out == NULL) return NULL;
     size_t o = 0;
     memcpy(out + o, "{\"reason\":", 10);
     o += 10;
-    o += json_quote(reason, rlen, out + o, cap - o);
+    o += traffic_json_quote(reason, rlen, out + o, cap - o);
     memcpy(out + o, ",\"record\":", 10);
     o += 10;
-    o += json_quote(rec, len, out + o, cap - o);
+    o += traffic_json_quote(rec, len, out + o, cap - o);
     if (!utf8) {
         memcpy(out + o, ",\"record_base64\":\"", 18);
         o += 18;

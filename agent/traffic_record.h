@@ -31,7 +31,7 @@
 #define TRAFFIC_W_COUNTRY    10
 #define TRAFFIC_W_SESSION    100
 #define TRAFFIC_W_CLIENT_IP  45
-#define TRAFFIC_UTF8_CAP(ch) ((ch) * 4 + 1) /* bytes for ch characters and a NUL */
+#define TRAFFIC_UTF8_CAP(ch) ((ch)*4 + 1) /* bytes for ch characters and a NUL */
 
 /*
  * One validated record: every string is valid UTF-8, NUL-terminated, holds no
@@ -50,7 +50,7 @@ struct traffic_record {
     char session_id[TRAFFIC_UTF8_CAP(TRAFFIC_W_SESSION)];
     char client_ip[TRAFFIC_UTF8_CAP(TRAFFIC_W_CLIENT_IP)];
     char request_id[TRAFFIC_REQUEST_ID_MAX + 1]; /* 1..TRAFFIC_REQUEST_ID_MAX bytes */
-    int64_t request_bytes;  /* bytes, >= 0 */
+    int64_t request_bytes;                       /* bytes, >= 0 */
     int64_t response_bytes; /* bytes, >= 0; request_bytes + response_bytes fits int64 */
     int64_t timestamp_ms;   /* ms since the epoch, 0..TRAFFIC_TIMESTAMP_MAX */
     int32_t duration;       /* the session's sessTime, minutes */
@@ -111,7 +111,7 @@ struct json_value {
 /* Called once per member, in input order; key is decoded and NUL-terminated
  * (it may contain NUL: klen is the truth). Returns 0 to go on, or -1 to stop
  * the scan, having written the reason to err. Pointers stay valid until
- * json_scan_object returns. */
+ * traffic_json_scan returns. */
 typedef int (*json_member_fn)(void *ctx, const char *key, size_t klen, const struct json_value *v,
                               char *err, size_t errlen);
 
@@ -121,20 +121,20 @@ typedef int (*json_member_fn)(void *ctx, const char *key, size_t klen, const str
  * grows a string). Does not look for duplicate keys: that is the callback's
  * business. Returns 0, or -1 with the reason (and byte offset) in err.
  */
-int json_scan_object(const char *in, size_t len, char *scratch, size_t scratch_cap,
-                     json_member_fn fn, void *ctx, char *err, size_t errlen);
+int traffic_json_scan(const char *in, size_t len, char *scratch, size_t scratch_cap,
+                      json_member_fn fn, void *ctx, char *err, size_t errlen);
 
 /* Is s[0..len) valid UTF-8 (no overlong forms, no surrogates, <= U+10FFFF)? */
-bool json_utf8_valid(const char *s, size_t len);
+bool traffic_utf8_valid(const char *s, size_t len);
 
 /*
  * Writes s[0..len) as a JSON string, quotes included, into out (capacity
  * cap): '"' '\\' and control characters escaped, valid UTF-8 kept, every byte
  * that is not part of valid UTF-8 written as \ufffd. Returns the bytes
- * written (no NUL added), or 0 when cap is smaller than json_quote_max(len).
+ * written (no NUL added), or 0 when cap is smaller than traffic_json_quote_max(len).
  */
-size_t json_quote(const char *s, size_t len, char *out, size_t cap);
-#define json_quote_max(len) ((len) * 6 + 2)
+size_t traffic_json_quote(const char *s, size_t len, char *out, size_t cap);
+#define traffic_json_quote_max(len) ((len)*6 + 2)
 
 /*
  * The dead-letter entry for a refused record:
