@@ -15,7 +15,9 @@
 # demo providers), ORIGIN_PORT, ORIGIN_TLS_PORT, GW_CA (test CA file),
 # UP_RECORD (the stand-in's username record), GW_SNAPSHOT (agent snapshot
 # file). Variables read: GW_AGENT (agent binary), GW_AGENT_ARGS (extra agent
-# options), PORT (fixed proxy port instead of a free one).
+# options), PORT (fixed proxy port instead of a free one), GW_WITH_SETTLE=1
+# (also start the settlement worker, GW_SETTLE: it rewrites balance:cache, so
+# tests that set balances by hand leave it off).
 
 gw_tool() { # <name>: path of a tests/tools program, built if missing
     local bin=$GW_ROOT/tests/tools/$1
@@ -73,6 +75,10 @@ start_gateway_stack() {
         --record "$UP_RECORD" || return 1
 
     start_agent || return 1
+    if [ "${GW_WITH_SETTLE:-0}" = 1 ]; then
+        start_bg settle "${GW_SETTLE:-$GW_ROOT/agent/gw-settle}" --postgres-uri "$POSTGRES_URI" \
+            --redis-addr "$REDIS_ADDR" || return 1
+    fi
     start_haproxy "$GW_ROOT/haproxy/gateway.cfg" PORT="$GW_PORT" GW_BIND=127.0.0.1 \
         GW_PROXY_PORT="$GW_PROXY_PORT" GW_TRUSTED_PROXIES="127.0.0.1/32" \
         GW_AGENT_ADDR="127.0.0.1:$AGENT_PORT" GW_BILLING_ADDR="127.0.0.1:$BILLING_PORT" \
