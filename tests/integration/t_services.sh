@@ -11,12 +11,12 @@ set -u
 svc_init || { echo "0 passed, 1 failed"; exit 1; }
 
 # --- ports -----------------------------------------------------------------------
-t_begin "free_port: 20 distinct unused ports in 20000-60000"
+t_begin "free_port: 20 distinct unused ports below the ephemeral range"
 ports=()
 for _ in $(seq 20); do ports+=("$(free_port)"); done
 bad=
 for p in "${ports[@]}"; do
-    { [[ $p =~ ^[0-9]+$ ]] && [ "$p" -ge 20000 ] && [ "$p" -le 60000 ]; } || bad+=" $p(range)"
+    { [[ $p =~ ^[0-9]+$ ]] && [ "$p" -ge 10000 ] && [ "$p" -lt "$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)" ]; } || bad+=" $p(range)"
     [ -z "$(ss -Htln "sport = :$p")" ] || bad+=" $p(listening)"
 done
 assert_eq "" "$bad" "bad ports"

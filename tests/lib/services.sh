@@ -17,7 +17,7 @@
 #
 # Services and what they export
 #   svc_init                   GW_TMP (the per-test dir), GW_ROOT, GW_AGENT
-#   free_port                  prints a free TCP port (20000-60000)
+#   free_port                  prints a free TCP port (10000 up to the ephemeral range)
 #   free_port_range <n>        prints the first of <n> consecutive free ports
 #   start_postgres             PG_PORT, POSTGRES_URI   (stop_postgres, restart_postgres)
 #   start_redis                REDIS_PORT, REDIS_ADDR, REDIS_PID (stop_redis, restart_redis)
@@ -210,12 +210,17 @@ _svc_reserve() {
     return 0
 }
 
+# Ports are picked below the kernel's ephemeral range (ip_local_port_range):
+# an outgoing connection can take any ephemeral port as its local port, and a
+# service restarted on that port would then fail to bind.
 _svc_random_port() {
-    local r=${SRANDOM:-$((RANDOM * 32768 + RANDOM))}
-    printf '%s\n' $((20000 + r % 40001))
+    local r=${SRANDOM:-$((RANDOM * 32768 + RANDOM))} low=32768 hi
+    read -r low hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+    [ "$low" -gt 12000 ] || low=32768
+    printf '%s\n' $((10000 + r % (low - 10000)))
 }
 
-# free_port: print a TCP port in 20000-60000 that nothing uses (checked with
+# free_port: print a TCP port in 10000..(ephemeral range start - 1) that nothing uses (checked with
 # `ss -tan`, all states) and that this test has not handed out before.
 free_port() {
     local i p
