@@ -7,13 +7,10 @@
  * --help: a new setting cannot be undocumented.
  */
 #include <errno.h>
-#include <getopt.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,20 +19,10 @@
 #include "handler_echo.h"
 #include "handler_gw.h"
 #include "log.h"
+#include "options.h"
 #include "spoa.h"
 
 #define GW_VERSION "0.1.0"
-
-enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL };
-
-struct option_def {
-    const char *name; /* --name */
-    const char *env;  /* environment variable, or NULL */
-    enum opt_kind kind;
-    const char *def;   /* default, as text */
-    unsigned min, max; /* OPT_UINT bounds */
-    const char *help;
-};
 
 enum {
     O_LISTEN,
@@ -98,85 +85,23 @@ static const struct option_def options[O_COUNT] = {
                          "threads verifying crypt(3) password hashes off the event loops"},
     [O_LOG_LISTEN] = {"billing-listen", "GW_BILLING_LISTEN", OPT_STR, "127.0.0.1:12346", 0, 0,
                       "address HAProxy's billing ring sends per-request records to"},
-    [O_SPOOL_PATH] = {"spool-path", "GW_SPOOL_PATH", OPT_STR, "/var/lib/gw-agent/billing.spool",
-                      0, 0, "billing records on their way to Redis (survives restarts)"},
+    [O_SPOOL_PATH] = {"spool-path", "GW_SPOOL_PATH", OPT_STR, "/var/lib/gw-agent/billing.spool", 0,
+                      0, "billing records on their way to Redis (survives restarts)"},
     [O_SPOOL_MAX] = {"spool-max-mb", "GW_SPOOL_MAX_MB", OPT_UINT, "1024", 1, 1048576,
                      "spool size limit in MiB; when full, reading pauses (loud warnings first)"},
 };
 
-static void usage(FILE *out)
-{
-    fprintf(out, "Usage: gw-agent [OPTION]...\n"
-                 "The proxy gateway's SPOE agent (SPOP 2.0): answers HAProxy's per-request\n"
-                 "NOTIFY messages with verdict variables.\n\n"
-                 "Each option can also be set by the environment variable shown; the option\n"
-                 "wins when both are given.\n\n");
-    for (int i = 0; i < O_COUNT; i++) {
-        const struct option_def *o = &options[i];
-        char left[64];
-        snprintf(left, sizeof(left), "--%s=%s", o->name,
-                 o->kind == OPT_UINT   ? "N"
-                 : o->kind == OPT_BOOL ? "BOOL"
-                                       : "VALUE");
-        fprintf(out, "  %-28s %s\n  %-28s env %s, default %s\n", left, o->help, "",
-                o->env ? o->env : "-", o->def);
-    }
-    fprintf(out, "  %-28s %s\n  %-28s %s\n", "--help", "print this help and exit", "--version",
-            "print the version and exit");
-    fprintf(out, "\nSignals: SIGTERM or SIGINT stop accepting, answer in-flight frames,\n"
-                 "send AGENT-DISCONNECT and exit within --shutdown-timeout.\n"
-                 "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad\n"
-                 "configuration.\n");
-}
-
-static bool parse_uint(const struct option_def *o, const char *s, unsigned *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || end == s || *end != '\0' || s[0] == '-' || v < o->min || v > o->max) {
-        fprintf(stderr, "gw-agent: %s%s%s='%s': expected an integer in %u..%u\n",
-                o->env ? o->env : "", o->env ? " / --" : "--", o->name, s, o->min, o->max);
-        return false;
-    }
-    *out = (unsigned)v;
-    return true;
-}
-
-static bool parse_bool(const struct option_def *o, const char *s, bool *out)
-{
-    if (!strcasecmp(s, "true") || !strcmp(s, "1") || !strcasecmp(s, "yes")) {
-        *out = true;
-        return true;
-    }
-    if (!strcasecmp(s, "false") || !strcmp(s, "0") || !strcasecmp(s, "no")) {
-        *out = false;
-        return true;
-    }
-    fprintf(stderr, "gw-agent: %s / --%s='%s': expected true or false\n", o->env ? o->env : "-",
-            o->name, s);
-    return false;
-}
-
-/* "host:port" or "[v6]:port" into host (copied into buf) and port. */
-static bool parse_hostport(const char *s, char *buf, size_t cap, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s) return false;
-    const char *h = s;
-    size_t hlen = (size_t)(colon - s);
-    if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (hlen == 0 || hlen >= cap || *end || p < 1 || p > 65535) return false;
-    memcpy(buf, h, hlen);
-    buf[hlen] = '\0';
-    *port = (int)p;
-    return true;
-}
+static const struct options_program program = {
+    .name = "gw-agent",
+    .version = GW_VERSION,
+    .about = "The proxy gateway's SPOE agent (SPOP 2.0): answers HAProxy's per-request\n"
+             "NOTIFY messages with verdict variables, and takes HAProxy's per-request\n"
+             "billing records to Redis.\n",
+    .details = "Signals: SIGTERM or SIGINT stop accepting, answer in-flight frames,\n"
+               "send AGENT-DISCONNECT and exit within --shutdown-timeout.\n"
+               "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad\n"
+               "configuration.\n",
+};
 
 /* Creates the snapshot file's directory (mode 0700: the file holds
  * credentials) when it is missing; a failure is logged, not fatal: the agent
@@ -185,8 +110,7 @@ static void ensure_parent_dir(const char *path)
 {
     char dir[4096];
     const char *slash = strrchr(path, '/');
-    if (!slash || slash == path || (size_t)(slash - path) >= sizeof(dir))
-        return;
+    if (!slash || slash == path || (size_t)(slash - path) >= sizeof(dir)) return;
     memcpy(dir, path, (size_t)(slash - path));
     dir[slash - path] = '\0';
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
@@ -200,24 +124,25 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
     bool traffic;
     char redis_host[256];
     int redis_port;
-    if (!parse_uint(&options[O_REFRESH], values[O_REFRESH], &refresh) ||
-        !parse_uint(&options[O_REDIS_DB], values[O_REDIS_DB], &redis_db) ||
-        !parse_uint(&options[O_BALANCE_TIMEOUT], values[O_BALANCE_TIMEOUT], &balance_timeout) ||
-        !parse_uint(&options[O_CRYPT_THREADS], values[O_CRYPT_THREADS], &crypt_threads) ||
-        !parse_uint(&options[O_SPOOL_MAX], values[O_SPOOL_MAX], &spool_max_mb) ||
-        !parse_bool(&options[O_TRAFFIC], values[O_TRAFFIC], &traffic))
+    if (!options_uint(program.name, &options[O_REFRESH], values[O_REFRESH], &refresh) ||
+        !options_uint(program.name, &options[O_REDIS_DB], values[O_REDIS_DB], &redis_db) ||
+        !options_uint(program.name, &options[O_BALANCE_TIMEOUT], values[O_BALANCE_TIMEOUT],
+                      &balance_timeout) ||
+        !options_uint(program.name, &options[O_CRYPT_THREADS], values[O_CRYPT_THREADS],
+                      &crypt_threads) ||
+        !options_uint(program.name, &options[O_SPOOL_MAX], values[O_SPOOL_MAX], &spool_max_mb) ||
+        !options_bool(program.name, &options[O_TRAFFIC], values[O_TRAFFIC], &traffic))
         return 2;
     if (!values[O_POSTGRES_URI][0]) {
         fprintf(stderr, "gw-agent: POSTGRES_URI is required (or --postgres-uri)\n");
         return 2;
     }
-    if (!parse_hostport(values[O_REDIS_ADDR], redis_host, sizeof(redis_host), &redis_port)) {
+    if (!options_hostport(values[O_REDIS_ADDR], redis_host, sizeof(redis_host), &redis_port)) {
         fprintf(stderr, "gw-agent: REDIS_ADDR='%s': expected host:port\n", values[O_REDIS_ADDR]);
         return 2;
     }
 
-    if (values[O_SNAPSHOT][0])
-        ensure_parent_dir(values[O_SNAPSHOT]);
+    if (values[O_SNAPSHOT][0]) ensure_parent_dir(values[O_SNAPSHOT]);
     struct snapshot_store_config scfg = {
         .postgres_uri = values[O_POSTGRES_URI],
         .refresh_s = refresh,
@@ -293,47 +218,16 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
 int main(int argc, char **argv)
 {
     const char *values[O_COUNT];
-    struct option longopts[O_COUNT + 3];
-
-    for (int i = 0; i < O_COUNT; i++) {
-        const char *env = options[i].env ? getenv(options[i].env) : NULL;
-        /* An empty variable (compose's "REDIS_PASSWORD=") is a value for
-         * strings and "unset" for numbers and booleans. */
-        bool set = env && (*env || options[i].kind == OPT_STR);
-        values[i] = set ? env : options[i].def;
-        longopts[i] = (struct option){options[i].name, required_argument, NULL, 1000 + i};
-    }
-    longopts[O_COUNT] = (struct option){"help", no_argument, NULL, 'h'};
-    longopts[O_COUNT + 1] = (struct option){"version", no_argument, NULL, 'V'};
-    longopts[O_COUNT + 2] = (struct option){0, 0, 0, 0};
-
-    int c;
-    while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            return 0;
-        }
-        if (c == 'V') {
-            printf("gw-agent %s\n", GW_VERSION);
-            return 0;
-        }
-        if (c < 1000 || c >= 1000 + O_COUNT) {
-            usage(stderr);
-            return 2;
-        }
-        values[c - 1000] = optarg;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "gw-agent: unexpected argument '%s' (see --help)\n", argv[optind]);
-        return 2;
-    }
+    int early = options_parse(&program, options, O_COUNT, argc, argv, values);
+    if (early >= 0) return early;
 
     unsigned threads, max_frame, max_inflight, shutdown_s, echo_delay;
-    if (!parse_uint(&options[O_THREADS], values[O_THREADS], &threads) ||
-        !parse_uint(&options[O_MAX_FRAME], values[O_MAX_FRAME], &max_frame) ||
-        !parse_uint(&options[O_MAX_INFLIGHT], values[O_MAX_INFLIGHT], &max_inflight) ||
-        !parse_uint(&options[O_SHUTDOWN], values[O_SHUTDOWN], &shutdown_s) ||
-        !parse_uint(&options[O_ECHO_DELAY], values[O_ECHO_DELAY], &echo_delay))
+    if (!options_uint(program.name, &options[O_THREADS], values[O_THREADS], &threads) ||
+        !options_uint(program.name, &options[O_MAX_FRAME], values[O_MAX_FRAME], &max_frame) ||
+        !options_uint(program.name, &options[O_MAX_INFLIGHT], values[O_MAX_INFLIGHT],
+                      &max_inflight) ||
+        !options_uint(program.name, &options[O_SHUTDOWN], values[O_SHUTDOWN], &shutdown_s) ||
+        !options_uint(program.name, &options[O_ECHO_DELAY], values[O_ECHO_DELAY], &echo_delay))
         return 2;
     enum log_level lvl;
     if (!log_parse_level(values[O_LOG_LEVEL], &lvl)) {

@@ -7,28 +7,16 @@
  * Every setting is one row of the `options` table below, which also produces
  * --help: a new setting cannot be undocumented.
  */
-#include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "options.h"
 #include "settle.h"
 
 #define GW_VERSION "0.1.0"
-
-enum opt_kind { OPT_STR, OPT_UINT };
-
-struct option_def {
-    const char *name; /* --name */
-    const char *env;  /* environment variable, or NULL */
-    enum opt_kind kind;
-    const char *def;   /* default, as text */
-    unsigned min, max; /* OPT_UINT bounds */
-    const char *help;
-};
 
 enum {
     O_POSTGRES_URI,
@@ -65,67 +53,21 @@ static const struct option_def options[O_COUNT] = {
                        "longest retry wait (100 ms, doubling) while a service fails"},
 };
 
-static void usage(FILE *out)
-{
-    fprintf(out, "Usage: gw-settle [OPTION]...\n"
-                 "The proxy gateway's settlement worker: moves billing records from the Redis\n"
-                 "list traffic:logs into PostgreSQL (traffic_logs, balances.used_bytes), each\n"
-                 "request_id exactly once, and keeps balance:cache:{username} in Redis equal to\n"
-                 "traffic_bytes - used_bytes.\n\n"
-                 "Each option can also be set by the environment variable shown; the option\n"
-                 "wins when both are given.\n\n");
-    for (int i = 0; i < O_COUNT; i++) {
-        const struct option_def *o = &options[i];
-        char left[64];
-        snprintf(left, sizeof(left), "--%s=%s", o->name, o->kind == OPT_UINT ? "N" : "VALUE");
-        fprintf(out, "  %-28s %s\n  %-28s env %s, default %s\n", left, o->help, "",
-                o->env ? o->env : "-", o->def[0] ? o->def : "none");
-    }
-    fprintf(out, "  %-28s %s\n  %-28s %s\n", "--help", "print this help and exit", "--version",
-            "print the version and exit");
-    fprintf(out, "\nRedis lists: traffic:logs (input), traffic:logs:processing (records being\n"
-                 "settled; settled first at start), traffic:logs:dead (refused records, as\n"
-                 "{\"reason\": ..., \"record\": ...}).\n"
-                 "Signals: SIGTERM or SIGINT finish the batch in progress, then exit.\n"
-                 "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad\n"
-                 "configuration. PostgreSQL or Redis being down is not a failure: the worker\n"
-                 "retries, and loses nothing.\n");
-}
-
-static bool parse_uint(const struct option_def *o, const char *s, unsigned *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || end == s || *end != '\0' || s[0] == '-' || v < o->min || v > o->max) {
-        fprintf(stderr, "gw-settle: %s%s%s='%s': expected an integer in %u..%u\n",
-                o->env ? o->env : "", o->env ? " / --" : "--", o->name, s, o->min, o->max);
-        return false;
-    }
-    *out = (unsigned)v;
-    return true;
-}
-
-/* "host:port" or "[v6]:port" into host (copied into buf) and port. The same
- * rule as gw-agent's REDIS_ADDR. */
-static bool parse_hostport(const char *s, char *buf, size_t cap, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s) return false;
-    const char *h = s;
-    size_t hlen = (size_t)(colon - s);
-    if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (hlen == 0 || hlen >= cap || *end || p < 1 || p > 65535) return false;
-    memcpy(buf, h, hlen);
-    buf[hlen] = '\0';
-    *port = (int)p;
-    return true;
-}
+static const struct options_program program = {
+    .name = "gw-settle",
+    .version = GW_VERSION,
+    .about = "The proxy gateway's settlement worker: moves billing records from the Redis\n"
+             "list traffic:logs into PostgreSQL (traffic_logs, balances.used_bytes), each\n"
+             "request_id exactly once, and keeps balance:cache:{username} in Redis equal to\n"
+             "traffic_bytes - used_bytes.\n",
+    .details = "Redis lists: traffic:logs (input), traffic:logs:processing (records being\n"
+               "settled; settled first at start), traffic:logs:dead (refused records, as\n"
+               "{\"reason\": ..., \"record\": ...}).\n"
+               "Signals: SIGTERM or SIGINT finish the batch in progress, then exit.\n"
+               "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on bad\n"
+               "configuration. PostgreSQL or Redis being down is not a failure: the worker\n"
+               "retries, and loses nothing.\n",
+};
 
 static volatile sig_atomic_t stopping;
 
@@ -138,47 +80,16 @@ static void on_signal(int sig)
 int main(int argc, char **argv)
 {
     const char *values[O_COUNT];
-    struct option longopts[O_COUNT + 3];
-
-    for (int i = 0; i < O_COUNT; i++) {
-        const char *env = options[i].env ? getenv(options[i].env) : NULL;
-        /* An empty variable is a value for strings and "unset" for numbers. */
-        bool set = env && (*env || options[i].kind == OPT_STR);
-        values[i] = set ? env : options[i].def;
-        longopts[i] = (struct option){options[i].name, required_argument, NULL, 1000 + i};
-    }
-    longopts[O_COUNT] = (struct option){"help", no_argument, NULL, 'h'};
-    longopts[O_COUNT + 1] = (struct option){"version", no_argument, NULL, 'V'};
-    longopts[O_COUNT + 2] = (struct option){0, 0, 0, 0};
-
-    int c;
-    while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            return 0;
-        }
-        if (c == 'V') {
-            printf("gw-settle %s\n", GW_VERSION);
-            return 0;
-        }
-        if (c < 1000 || c >= 1000 + O_COUNT) {
-            usage(stderr);
-            return 2;
-        }
-        values[c - 1000] = optarg;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "gw-settle: unexpected argument '%s' (see --help)\n", argv[optind]);
-        return 2;
-    }
+    int early = options_parse(&program, options, O_COUNT, argc, argv, values);
+    if (early >= 0) return early;
 
     unsigned redis_db, batch, idle, pause, timeout, backoff_max;
-    if (!parse_uint(&options[O_REDIS_DB], values[O_REDIS_DB], &redis_db) ||
-        !parse_uint(&options[O_BATCH], values[O_BATCH], &batch) ||
-        !parse_uint(&options[O_IDLE], values[O_IDLE], &idle) ||
-        !parse_uint(&options[O_PAUSE], values[O_PAUSE], &pause) ||
-        !parse_uint(&options[O_TIMEOUT], values[O_TIMEOUT], &timeout) ||
-        !parse_uint(&options[O_BACKOFF_MAX], values[O_BACKOFF_MAX], &backoff_max))
+    if (!options_uint(program.name, &options[O_REDIS_DB], values[O_REDIS_DB], &redis_db) ||
+        !options_uint(program.name, &options[O_BATCH], values[O_BATCH], &batch) ||
+        !options_uint(program.name, &options[O_IDLE], values[O_IDLE], &idle) ||
+        !options_uint(program.name, &options[O_PAUSE], values[O_PAUSE], &pause) ||
+        !options_uint(program.name, &options[O_TIMEOUT], values[O_TIMEOUT], &timeout) ||
+        !options_uint(program.name, &options[O_BACKOFF_MAX], values[O_BACKOFF_MAX], &backoff_max))
         return 2;
     enum log_level lvl;
     if (!log_parse_level(values[O_LOG_LEVEL], &lvl)) {
@@ -193,7 +104,7 @@ int main(int argc, char **argv)
     }
     char redis_host[256];
     int redis_port;
-    if (!parse_hostport(values[O_REDIS_ADDR], redis_host, sizeof(redis_host), &redis_port)) {
+    if (!options_hostport(values[O_REDIS_ADDR], redis_host, sizeof(redis_host), &redis_port)) {
         fprintf(stderr, "gw-settle: REDIS_ADDR='%s': expected host:port\n", values[O_REDIS_ADDR]);
         return 2;
     }
