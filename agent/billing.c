@@ -31,12 +31,12 @@
 #include "spoa.h"
 #include "spool.h"
 
-#define CONN_BUF (2 * BILLING_LINE_MAX + 16)
-#define TAKE_BUF (1u << 20) /* bytes of records per RPUSH, at most */
-#define JSON_MAX (6 * BILLING_LINE_MAX + 512)
-#define SYNC_S 0.1
+#define CONN_BUF      (2 * BILLING_LINE_MAX + 16)
+#define TAKE_BUF      (1u << 20) /* bytes of records per RPUSH, at most */
+#define JSON_MAX      (6 * BILLING_LINE_MAX + 512)
+#define SYNC_S        0.1
 #define REDIS_RETRY_S 1.0
-#define STAT(b, f) atomic_fetch_add_explicit(&(b)->stats->f, 1, memory_order_relaxed)
+#define STAT(b, f)    atomic_fetch_add_explicit(&(b)->stats->f, 1, memory_order_relaxed)
 
 struct bconn {
     struct billing *b;
@@ -54,16 +54,16 @@ struct billing {
     pthread_t thread;
     ev_async stop;
     ev_io accept_io;
-    ev_timer tick;        /* fsync, resume after a full spool, retry pushes */
+    ev_timer tick; /* fsync, resume after a full spool, retry pushes */
     ev_timer redis_retry;
     int lfd;
     struct spool *sp;
     struct bconn *conns;
-    bool paused;          /* spool full: not reading */
-    int fill_warned;      /* last fill level warned about: 0, 50, 80, 90 */
+    bool paused;     /* spool full: not reading */
+    int fill_warned; /* last fill level warned about: 0, 50, 80, 90 */
     redisAsyncContext *redis;
     bool redis_ready;
-    bool in_flight;       /* an RPUSH awaits its reply */
+    bool in_flight; /* an RPUSH awaits its reply */
     size_t in_flight_n;
     uint64_t in_flight_end;
     char *take_buf;
@@ -80,8 +80,7 @@ static void push(struct billing *b);
 
 static void set_paused(struct billing *b, bool paused)
 {
-    if (paused == b->paused)
-        return;
+    if (paused == b->paused) return;
     b->paused = paused;
     for (struct bconn *c = b->conns; c; c = c->next) {
         if (paused)
@@ -109,8 +108,7 @@ static void check_fill(struct billing *b)
                  (unsigned long long)pct, (unsigned long long)spool_pending_bytes(b->sp),
                  (unsigned long long)spool_max_bytes(b->sp));
     b->fill_warned = level;
-    if (b->paused && pct < 90)
-        set_paused(b, false);
+    if (b->paused && pct < 90) set_paused(b, false);
 }
 
 /* --- records in ---------------------------------------------------------------------- */
@@ -151,8 +149,7 @@ static void conn_close(struct bconn *c)
         c->prev->next = c->next;
     else
         b->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     free(c);
 }
 
@@ -169,16 +166,14 @@ static bool conn_frames(struct bconn *c)
         size_t i = off, n = 0;
         while (i < c->len && c->buf[i] >= '0' && c->buf[i] <= '9' && i - off < 6)
             n = n * 10 + (size_t)(c->buf[i++] - '0');
-        if (i == c->len)
-            break; /* the length is still arriving */
+        if (i == c->len) break; /* the length is still arriving */
         if (i == off || c->buf[i] != ' ' || n == 0 || n > BILLING_LINE_MAX) {
             STAT(b, malformed);
             log_error("billing: bad framing from HAProxy (expected \"<length> <record>\"); "
                       "dropping the connection, HAProxy reconnects");
             return false;
         }
-        if (c->len - (i + 1) < n)
-            break; /* the record is still arriving */
+        if (c->len - (i + 1) < n) break; /* the record is still arriving */
         take_record(b, c->buf + i + 1, n);
         off = i + 1 + n;
     }
@@ -193,8 +188,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     (void)revents;
     struct bconn *c = io->data;
     ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (n <= 0) {
         if (c->len)
             log_warn("billing: HAProxy closed its log stream mid-record (%zu bytes left)", c->len);
@@ -231,11 +225,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         ev_io_init(&c->io, conn_read_cb, fd, EV_READ);
         c->io.data = c;
         c->next = b->conns;
-        if (b->conns)
-            b->conns->prev = c;
+        if (b->conns) b->conns->prev = c;
         b->conns = c;
-        if (!b->paused)
-            ev_io_start(loop, &c->io);
+        if (!b->paused) ev_io_start(loop, &c->io);
     }
 }
 
@@ -262,13 +254,11 @@ static void push_cb(redisAsyncContext *ac, void *reply, void *privdata)
 
 static void push(struct billing *b)
 {
-    if (!b->redis_ready || b->in_flight)
-        return;
+    if (!b->redis_ready || b->in_flight) return;
     uint64_t end;
-    size_t n = spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs + 2, b->lens + 2,
-                          &end);
-    if (n == 0)
-        return;
+    size_t n =
+        spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs + 2, b->lens + 2, &end);
+    if (n == 0) return;
     b->recs[0] = "RPUSH";
     b->lens[0] = 5;
     b->recs[1] = "traffic:logs";
@@ -326,8 +316,7 @@ static void redis_connect(struct billing *b)
 {
     redisAsyncContext *ac = redisAsyncConnect(b->cfg.redis_host, b->cfg.redis_port);
     if (!ac || ac->err) {
-        if (ac)
-            redisAsyncFree(ac);
+        if (ac) redisAsyncFree(ac);
         ev_timer_start(b->loop, &b->redis_retry);
         return;
     }
@@ -337,8 +326,7 @@ static void redis_connect(struct billing *b)
     redisAsyncSetDisconnectCallback(ac, redis_disconnected_cb);
     if (b->cfg.redis_password && b->cfg.redis_password[0])
         redisAsyncCommand(ac, redis_auth_cb, NULL, "AUTH %s", b->cfg.redis_password);
-    if (b->cfg.redis_db)
-        redisAsyncCommand(ac, redis_auth_cb, NULL, "SELECT %u", b->cfg.redis_db);
+    if (b->cfg.redis_db) redisAsyncCommand(ac, redis_auth_cb, NULL, "SELECT %u", b->cfg.redis_db);
     b->redis = ac;
 }
 
@@ -376,8 +364,7 @@ static void *billing_main(void *arg)
     struct billing *b = arg;
     redis_connect(b);
     ev_run(b->loop, 0);
-    if (b->redis)
-        redisAsyncFree(b->redis);
+    if (b->redis) redisAsyncFree(b->redis);
     return NULL;
 }
 
@@ -385,8 +372,7 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
 {
     struct billing *b = calloc(1, sizeof(*b));
     char err[512];
-    if (!b)
-        return NULL;
+    if (!b) return NULL;
     b->cfg = *cfg;
     b->stats = stats;
     b->lfd = -1;
@@ -403,8 +389,7 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
         goto fail;
     }
     b->lfd = spoa_listen_socket(cfg->listen);
-    if (b->lfd < 0)
-        goto fail;
+    if (b->lfd < 0) goto fail;
     b->loop = ev_loop_new(EVFLAG_AUTO);
     ev_async_init(&b->stop, stop_cb);
     ev_io_init(&b->accept_io, accept_cb, b->lfd, EV_READ);
@@ -422,10 +407,8 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
              cfg->spool_path, (unsigned long long)cfg->spool_max_bytes);
     return b;
 fail:
-    if (b->loop)
-        ev_loop_destroy(b->loop);
-    if (b->lfd >= 0)
-        close(b->lfd);
+    if (b->loop) ev_loop_destroy(b->loop);
+    if (b->lfd >= 0) close(b->lfd);
     spool_close(b->sp);
     free(b->take_buf);
     free(b->recs);
@@ -436,8 +419,7 @@ fail:
 
 void billing_stop(struct billing *b)
 {
-    if (!b)
-        return;
+    if (!b) return;
     ev_async_send(b->loop, &b->stop);
     pthread_join(b->thread, NULL);
     close(b->lfd);

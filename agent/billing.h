@@ -18,15 +18,15 @@ struct billing_config {
     int redis_port;
     const char *redis_password;
     unsigned redis_db;
-    unsigned batch;           /* records per RPUSH */
+    unsigned batch; /* records per RPUSH */
 };
 
 struct billing_stats {
-    atomic_uint_fast64_t received;  /* records read from HAProxy */
-    atomic_uint_fast64_t billed;    /* billable, written to the spool */
+    atomic_uint_fast64_t received;   /* records read from HAProxy */
+    atomic_uint_fast64_t billed;     /* billable, written to the spool */
     atomic_uint_fast64_t not_billed; /* refused by the gateway: not billed */
-    atomic_uint_fast64_t malformed; /* refused: bad framing or fields (logged) */
-    atomic_uint_fast64_t pushed;    /* acknowledged by Redis */
+    atomic_uint_fast64_t malformed;  /* refused: bad framing or fields (logged) */
+    atomic_uint_fast64_t pushed;     /* acknowledged by Redis */
     atomic_uint_fast64_t spool_full; /* times reading paused on a full spool */
 };
 

@@ -8,16 +8,11 @@
 
 static int b64_value(unsigned char c)
 {
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
     return -1;
 }
 
@@ -30,8 +25,7 @@ static bool decode_b64(const char *s, size_t len, char **pos, const char *end,
         out->len = 0;
         return true;
     }
-    if (len % 4 != 0)
-        return false;
+    if (len % 4 != 0) return false;
     char *o = *pos;
     out->ptr = o;
     for (size_t i = 0; i < len; i += 4) {
@@ -44,18 +38,14 @@ static bool decode_b64(const char *s, size_t len, char **pos, const char *end,
                 pad++;
                 continue;
             }
-            if (pad || (v[k] = b64_value(c)) < 0)
-                return false;
+            if (pad || (v[k] = b64_value(c)) < 0) return false;
         }
-        uint32_t n = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-                     (uint32_t)v[3];
-        if (end - o < 3 - pad)
-            return false;
+        uint32_t n =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        if (end - o < 3 - pad) return false;
         *o++ = (char)(n >> 16);
-        if (pad < 2)
-            *o++ = (char)(n >> 8);
-        if (pad < 1)
-            *o++ = (char)n;
+        if (pad < 2) *o++ = (char)(n >> 8);
+        if (pad < 1) *o++ = (char)n;
     }
     out->len = (size_t)(o - out->ptr);
     *pos = o;
@@ -71,8 +61,7 @@ static bool parse_int(const char *s, size_t len, int64_t *out)
     }
     bool neg = len > 0 && s[0] == '-';
     size_t i = neg;
-    if (i == len || len - i > 19)
-        return false;
+    if (i == len || len - i > 19) return false;
     int64_t v = 0;
     for (; i < len; i++) {
         if (s[i] < '0' || s[i] > '9' || __builtin_mul_overflow(v, 10, &v) ||
@@ -86,8 +75,7 @@ static bool parse_int(const char *s, size_t len, int64_t *out)
 static bool parse_count(const char *s, size_t len, uint64_t *out)
 {
     int64_t v;
-    if (!parse_int(s, len, &v) || v < 0)
-        return false;
+    if (!parse_int(s, len, &v) || v < 0) return false;
     *out = (uint64_t)v;
     return true;
 }
@@ -101,19 +89,34 @@ static bool plain_token(const char *s, size_t len, struct billing_str *out)
         return true;
     }
     for (size_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-            return false;
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f) return false;
     out->ptr = s;
     out->len = len;
     return true;
 }
 
-enum { F_TAG, F_ID, F_VERDICT, F_USER, F_SLUG, F_COUNTRY, F_SESSION, F_DURATION, F_METHOD,
-       F_TARGET, F_STATUS, F_IN, F_OUT, F_IP, F_TS, F_COUNT };
+enum {
+    F_TAG,
+    F_ID,
+    F_VERDICT,
+    F_USER,
+    F_SLUG,
+    F_COUNTRY,
+    F_SESSION,
+    F_DURATION,
+    F_METHOD,
+    F_TARGET,
+    F_STATUS,
+    F_IN,
+    F_OUT,
+    F_IP,
+    F_TS,
+    F_COUNT
+};
 
 static const char *const field_names[F_COUNT] = {
-    "tag", "request id", "verdict", "user", "slug", "country", "session", "duration",
-    "method", "target", "status", "bytes in", "bytes out", "client ip", "timestamp"};
+    "tag",    "request id", "verdict", "user",     "slug",      "country",   "session",  "duration",
+    "method", "target",     "status",  "bytes in", "bytes out", "client ip", "timestamp"};
 
 int billing_record_parse(const char *line, size_t len, struct billing_record *r, char *buf,
                          size_t cap, const char **err)
@@ -160,12 +163,11 @@ int billing_record_parse(const char *line, size_t len, struct billing_record *r,
 
     char *pos = buf;
     const char *end = buf + cap;
-    struct billing_str *b64_fields[] = {[F_USER] = &r->user,       [F_SLUG] = &r->slug,
-                                        [F_COUNTRY] = &r->country, [F_SESSION] = &r->session,
-                                        [F_METHOD] = &r->method,   [F_TARGET] = &r->target};
+    struct billing_str *b64_fields[] = {
+        [F_USER] = &r->user,       [F_SLUG] = &r->slug,     [F_COUNTRY] = &r->country,
+        [F_SESSION] = &r->session, [F_METHOD] = &r->method, [F_TARGET] = &r->target};
     for (int k = F_USER; k <= F_TARGET; k++) {
-        if (k == F_DURATION)
-            continue;
+        if (k == F_DURATION) continue;
         if (!decode_b64(f[k], flen[k], &pos, end, b64_fields[k])) {
             *err = field_names[k];
             return -1;
@@ -225,8 +227,7 @@ static void put_cstr(struct out *o, const char *s)
 /* Length of the valid UTF-8 sequence at s (1..4), 0 if it is not one. */
 static size_t utf8_len(const unsigned char *s, size_t n)
 {
-    if (s[0] < 0x80)
-        return 1;
+    if (s[0] < 0x80) return 1;
     size_t len;
     uint32_t cp;
     if (s[0] >= 0xC2 && s[0] <= 0xDF) {
@@ -241,11 +242,9 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     } else {
         return 0;
     }
-    if (n < len)
-        return 0;
+    if (n < len) return 0;
     for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
+        if ((s[i] & 0xC0) != 0x80) return 0;
         cp = cp << 6 | (s[i] & 0x3F);
     }
     if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
@@ -294,8 +293,7 @@ static void put_int(struct out *o, int64_t v)
         *--t = (char)('0' + u % 10);
         u /= 10;
     } while (u);
-    if (v < 0)
-        *--t = '-';
+    if (v < 0) *--t = '-';
     put(o, t, (size_t)(tmp + sizeof(tmp) - t));
 }
 

@@ -32,12 +32,12 @@ struct billing_str {
 
 struct billing_record {
     struct billing_str request_id;
-    int64_t verdict;         /* 0 when absent */
+    int64_t verdict; /* 0 when absent */
     struct billing_str user, slug, country, session, method, target, client_ip;
     int64_t duration_min;
     int64_t status;
-    uint64_t bytes_in;       /* request_bytes */
-    uint64_t bytes_out;      /* response_bytes */
+    uint64_t bytes_in;  /* request_bytes */
+    uint64_t bytes_out; /* response_bytes */
     int64_t timestamp_ms;
 };
 

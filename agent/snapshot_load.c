@@ -292,9 +292,9 @@ static int resolve_with_fallback(void *arg, const char *host, char addr[46])
 
 /*
  * One load: the three tables in one read-only REPEATABLE READ transaction,
- * then DNS (falling back to prev's addresses). NULL-flag semantics are the builder's (NULL is_active counts as
- * true), so the WHERE clauses say IS NOT FALSE. Returns the snapshot, or
- * NULL with err set.
+ * then DNS (falling back to prev's addresses). NULL-flag semantics are the builder's (NULL
+ * is_active counts as true), so the WHERE clauses say IS NOT FALSE. Returns the snapshot, or NULL
+ * with err set.
  */
 static struct snapshot *pg_load(PGconn *c, const struct snapshot *prev, char *err, size_t errlen)
 {

@@ -23,7 +23,7 @@ struct spool {
     uint64_t taken;     /* offset after the last record handed out */
     uint64_t size;      /* file size = append offset */
     uint64_t max_bytes;
-    bool dirty;         /* appended since the last fsync */
+    bool dirty; /* appended since the last fsync */
 };
 
 static void put_u64(uint8_t *p, uint64_t v)
@@ -57,8 +57,7 @@ static bool frame_at(const struct spool *sp, uint64_t off, size_t *hlen, uint64_
 {
     uint8_t h[5];
     ssize_t n = pread(sp->fd, h, sizeof(h), (off_t)off);
-    if (n < 1)
-        return false;
+    if (n < 1) return false;
     if (h[0] == 0xd9 && n >= 2) {
         *hlen = 2;
         *len = h[1];
@@ -132,8 +131,7 @@ struct spool *spool_open(const char *path, uint64_t max_bytes, char *err, size_t
     sp->taken = sp->committed;
     return sp;
 fail:
-    if (sp->fd >= 0)
-        close(sp->fd);
+    if (sp->fd >= 0) close(sp->fd);
     free(sp->path);
     free(sp);
     return NULL;
@@ -141,8 +139,7 @@ fail:
 
 void spool_close(struct spool *sp)
 {
-    if (!sp)
-        return;
+    if (!sp) return;
     spool_sync(sp);
     close(sp->fd);
     free(sp->path);
@@ -170,8 +167,7 @@ int spool_append(struct spool *sp, const char *rec, size_t len)
         h[4] = (uint8_t)len;
         hl = 5;
     }
-    if (sp->size - sp->committed + hl + len > sp->max_bytes)
-        return -1;
+    if (sp->size - sp->committed + hl + len > sp->max_bytes) return -1;
     struct iovec iov[2] = {{h, hl}, {(void *)rec, len}};
     ssize_t n = pwritev(sp->fd, iov, 2, (off_t)sp->size);
     if (n != (ssize_t)(hl + len)) {
@@ -200,8 +196,7 @@ size_t spool_take(struct spool *sp, size_t max, char *buf, size_t cap, const cha
     while (n < max && off < sp->size) {
         size_t hl;
         uint64_t len;
-        if (!frame_at(sp, off, &hl, &len) || len > cap - used)
-            break;
+        if (!frame_at(sp, off, &hl, &len) || len > cap - used) break;
         if (pread(sp->fd, buf + used, len, (off_t)(off + hl)) != (ssize_t)len) {
             log_error("spool %s: read: %s", sp->path, strerror(errno));
             break;
@@ -222,8 +217,7 @@ int spool_commit(struct spool *sp, uint64_t offset)
     if (sp->committed == sp->size && sp->taken == sp->size) {
         /* all acknowledged: start the file over */
         sp->committed = sp->taken = sp->size = SPOOL_HEADER_LEN;
-        if (write_header(sp) != 0)
-            return -1;
+        if (write_header(sp) != 0) return -1;
         if (ftruncate(sp->fd, SPOOL_HEADER_LEN) != 0) {
             log_error("spool %s: truncate: %s", sp->path, strerror(errno));
             return -1;

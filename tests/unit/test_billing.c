@@ -14,7 +14,7 @@
 
 /* "myuser", "demo-de", "DE", "abc123", "CONNECT", "example.com:443" in base64 */
 #define GOOD                                                                                       \
-    "gw1 0e2f8140-4762-4468-ba11-9910719407fd 200 bXl1c2Vy ZGVtby1kZQ== REU= YWJjMTIz 10 "        \
+    "gw1 0e2f8140-4762-4468-ba11-9910719407fd 200 bXl1c2Vy ZGVtby1kZQ== REU= YWJjMTIz 10 "         \
     "Q09OTkVDVA== ZXhhbXBsZS5jb206NDQz 200 255 5153 203.0.113.50 1795656352917"
 
 START_TEST(parse_and_json)
@@ -28,12 +28,13 @@ START_TEST(parse_and_json)
     size_t n = billing_record_json(&r, json, sizeof(json));
     ck_assert_uint_gt(n, 0);
     json[n] = '\0';
-    ck_assert_str_eq(json, "{\"username\":\"myuser\",\"request_bytes\":255,\"response_bytes\":5153,"
-                           "\"target_host\":\"example.com:443\",\"target_method\":\"CONNECT\","
-                           "\"proxy_slug\":\"demo-de\",\"country\":\"DE\",\"session_id\":\"abc123\","
-                           "\"duration\":10,\"status_code\":200,\"client_ip\":\"203.0.113.50\","
-                           "\"timestamp\":1795656352917,"
-                           "\"request_id\":\"0e2f8140-4762-4468-ba11-9910719407fd\"}");
+    ck_assert_str_eq(json,
+                     "{\"username\":\"myuser\",\"request_bytes\":255,\"response_bytes\":5153,"
+                     "\"target_host\":\"example.com:443\",\"target_method\":\"CONNECT\","
+                     "\"proxy_slug\":\"demo-de\",\"country\":\"DE\",\"session_id\":\"abc123\","
+                     "\"duration\":10,\"status_code\":200,\"client_ip\":\"203.0.113.50\","
+                     "\"timestamp\":1795656352917,"
+                     "\"request_id\":\"0e2f8140-4762-4468-ba11-9910719407fd\"}");
 }
 END_TEST
 
@@ -55,16 +56,16 @@ END_TEST
 static const char *const bad_lines[] = {
     "",
     "gw2 id 200 - - - - - - - 200 1 1 127.0.0.1 1",
-    "gw1 id 200 - - - - - - - 200 1 1 127.0.0.1",             /* a field short */
-    "gw1 id 200 - - - - - - - 200 1 1 127.0.0.1 1 extra",     /* a field too many */
-    "gw1 id 200 - - - - - - - 200 1 1 127.0.0.1 1 ",          /* trailing space */
-    "gw1 id  200 - - - - - - - 200 1 1 127.0.0.1 1",          /* double space */
-    "gw1 id 200 bXl1c2Vy= - - - - - - 200 1 1 127.0.0.1 1",   /* bad base64 length */
-    "gw1 id 200 bXl!c2Vy - - - - - - 200 1 1 127.0.0.1 1",    /* bad base64 char */
-    "gw1 id 200 - - - - - - - 200 -5 1 127.0.0.1 1",          /* negative bytes */
+    "gw1 id 200 - - - - - - - 200 1 1 127.0.0.1",                      /* a field short */
+    "gw1 id 200 - - - - - - - 200 1 1 127.0.0.1 1 extra",              /* a field too many */
+    "gw1 id 200 - - - - - - - 200 1 1 127.0.0.1 1 ",                   /* trailing space */
+    "gw1 id  200 - - - - - - - 200 1 1 127.0.0.1 1",                   /* double space */
+    "gw1 id 200 bXl1c2Vy= - - - - - - 200 1 1 127.0.0.1 1",            /* bad base64 length */
+    "gw1 id 200 bXl!c2Vy - - - - - - 200 1 1 127.0.0.1 1",             /* bad base64 char */
+    "gw1 id 200 - - - - - - - 200 -5 1 127.0.0.1 1",                   /* negative bytes */
     "gw1 id 200 - - - - - - - 200 1 99999999999999999999 127.0.0.1 1", /* overflow */
-    "gw1 id 2x0 - - - - - - - 200 1 1 127.0.0.1 1",           /* not a number */
-    "gw1 id\x01 200 - - - - - - - 200 1 1 127.0.0.1 1",       /* control byte in the id */
+    "gw1 id 2x0 - - - - - - - 200 1 1 127.0.0.1 1",                    /* not a number */
+    "gw1 id\x01 200 - - - - - - - 200 1 1 127.0.0.1 1",                /* control byte in the id */
 };
 
 START_TEST(malformed_lines_refused)
@@ -82,22 +83,18 @@ END_TEST
 /* A tiny JSON string validator: what any JSON parser would accept. */
 static bool valid_json_string(const char *s, size_t n, size_t *used)
 {
-    if (n == 0 || s[0] != '"')
-        return false;
+    if (n == 0 || s[0] != '"') return false;
     for (size_t i = 1; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"') {
             *used = i + 1;
             return true;
         }
-        if (c < 0x20)
-            return false;
+        if (c < 0x20) return false;
         if (c == '\\') {
-            if (++i >= n)
-                return false;
+            if (++i >= n) return false;
             if (s[i] == 'u') {
-                if (i + 4 >= n)
-                    return false;
+                if (i + 4 >= n) return false;
                 i += 4;
             } else if (!strchr("\"\\/bfnrt", s[i])) {
                 return false;

@@ -13,7 +13,7 @@
 #include "policy.h"
 #include "snapshot.h"
 
-#define S(x) x, sizeof(x) - 1
+#define S(x)          x, sizeof(x) - 1
 #define F(field, lit) .field = lit, .field##_len = sizeof(lit) - 1
 
 static char sha_hash[128]; /* crypt("s3cret", "$6$...") computed at setup */
@@ -43,7 +43,8 @@ static struct snapshot *build(bool with_global, bool with_country)
     users[0] = (struct snapshot_user_row){1, S("myuser"), S("mypassword"), SNAPSHOT_TRUE};
     users[1] = (struct snapshot_user_row){2, S("my-user"), S("pw:with:colons"), SNAPSHOT_NULL};
     users[2] = (struct snapshot_user_row){3, S("off"), S("pw"), SNAPSHOT_FALSE};
-    users[3] = (struct snapshot_user_row){4, S("hashed"), sha_hash, strlen(sha_hash), SNAPSHOT_TRUE};
+    users[3] =
+        (struct snapshot_user_row){4, S("hashed"), sha_hash, strlen(sha_hash), SNAPSHOT_TRUE};
     static const struct snapshot_ip_row ips[] = {
         {1, S("127.0.0.1/32"), SNAPSHOT_TRUE},
         {2, S("10.0.0.0/8"), SNAPSHOT_TRUE},
@@ -62,7 +63,7 @@ static struct snapshot *build(bool with_global, bool with_country)
             F(username, "guser"),
             F(password, "gpass"),
             F(url_template, "{username}-country-{country}-session-{session_id}-sessTime-"
-                              "{duration}:{password}@{host}:{port}"),
+                            "{duration}:{password}@{host}:{port}"),
             F(country_format, "ISO"),
             .port_min = 10000,
             .port_max = 10100,
@@ -78,7 +79,7 @@ static struct snapshot *build(bool with_global, bool with_country)
             F(username, "de-user"),
             F(password, "de:p@ss"),
             F(url_template, "{username}_cc-{country}_sid-{session_id}_ttl-{duration}:{password}"
-                              "@{host}:{port}"),
+                            "@{host}:{port}"),
             F(country_format, "FULL_NAME"),
             .port_min = 20000,
             .port_max = 20009,
@@ -138,9 +139,9 @@ static void upstream_userpass(const struct policy_verdict *v, char *out, size_t 
     struct basic_auth_cred cred;
     const char *why;
     char buf[BASIC_AUTH_BUF_SIZE];
-    ck_assert_int_eq(
-        basic_auth_decode(v->upstream_auth, strlen(v->upstream_auth), buf, sizeof(buf), &cred, &why),
-        0);
+    ck_assert_int_eq(basic_auth_decode(v->upstream_auth, strlen(v->upstream_auth), buf, sizeof(buf),
+                                       &cred, &why),
+                     0);
     snprintf(out, cap, "%.*s:%.*s", (int)cred.user_len, cred.user, (int)cred.pass_len, cred.pass);
 }
 
@@ -158,10 +159,20 @@ struct refusal {
 
 /* base64("myuser:mypassword") = bXl1c2VyOm15cGFzc3dvcmQ= */
 static const struct refusal refusals[] = {
-    {"IP not whitelisted", AF_INET, {192, 168, 1, 1}, "Basic bXl1c2VyOm15cGFzc3dvcmQ=", NULL, 403,
+    {"IP not whitelisted",
+     AF_INET,
+     {192, 168, 1, 1},
+     "Basic bXl1c2VyOm15cGFzc3dvcmQ=",
+     NULL,
+     403,
      "not authorized"},
-    {"inactive whitelist row", AF_INET, {192, 168, 0, 1}, "Basic bXl1c2VyOm15cGFzc3dvcmQ=", NULL,
-     403, "not authorized"},
+    {"inactive whitelist row",
+     AF_INET,
+     {192, 168, 0, 1},
+     "Basic bXl1c2VyOm15cGFzc3dvcmQ=",
+     NULL,
+     403,
+     "not authorized"},
     {"IPv6 not whitelisted", AF_INET6, {0x20, 0x01, 0x0d, 0xb8}, NULL, NULL, 403, NULL},
     {"no credentials", AF_INET, {127, 0, 0, 1}, NULL, NULL, 407, "required"},
     {"empty header", AF_INET, {127, 0, 0, 1}, "", NULL, 407, "required"},
@@ -172,13 +183,28 @@ static const struct refusal refusals[] = {
     {"wrong password", AF_INET, {127, 0, 0, 1}, "Basic bXl1c2VyOndyb25n", NULL, 407, "invalid"},
     {"inactive user", AF_INET, {127, 0, 0, 1}, "Basic b2ZmOnB3", NULL, 407, "invalid"}, /* off:pw */
     /* bad options but a wrong password: 407 wins over 400 */
-    {"bad option, bad password", AF_INET, {127, 0, 0, 1},
-     "Basic bXl1c2VyLWNvdW50cnktWFg6d3Jvbmc=", NULL, 407, "invalid"}, /* myuser-country-XX:wrong */
+    {"bad option, bad password",
+     AF_INET,
+     {127, 0, 0, 1},
+     "Basic bXl1c2VyLWNvdW50cnktWFg6d3Jvbmc=",
+     NULL,
+     407,
+     "invalid"}, /* myuser-country-XX:wrong */
     /* ... and with the right password it is the option's 400 */
-    {"unknown country", AF_INET, {127, 0, 0, 1},
-     "Basic bXl1c2VyLWNvdW50cnktWFg6bXlwYXNzd29yZA==", NULL, 400, "country"},
+    {"unknown country",
+     AF_INET,
+     {127, 0, 0, 1},
+     "Basic bXl1c2VyLWNvdW50cnktWFg6bXlwYXNzd29yZA==",
+     NULL,
+     400,
+     "country"},
     /* Authorization is used when Proxy-Authorization is absent */
-    {"Authorization fallback", AF_INET, {127, 0, 0, 1}, NULL, "Basic bXl1c2VyOndyb25n", 407,
+    {"Authorization fallback",
+     AF_INET,
+     {127, 0, 0, 1},
+     NULL,
+     "Basic bXl1c2VyOndyb25n",
+     407,
      "invalid"},
     /* IP check comes before credentials */
     {"bad IP and no credentials", AF_INET, {8, 8, 8, 8}, NULL, NULL, 403, NULL},
@@ -311,8 +337,7 @@ START_TEST(sticky_session_is_deterministic)
         decide_as(up, &v, &job);
         seen_one |= strcmp(v.slug, "de-one") == 0;
         seen_two |= strcmp(v.slug, "de-two") == 0;
-        if (strcmp(v.slug, "de-one") == 0)
-            ports |= 1u << (v.upstream_port - 20000);
+        if (strcmp(v.slug, "de-one") == 0) ports |= 1u << (v.upstream_port - 20000);
     }
     ck_assert(seen_one && seen_two);
     ck_assert_uint_gt(__builtin_popcount(ports), 5);
