@@ -31,7 +31,7 @@ BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-
               libcrypt-dev libssl-dev
 RUN_PKGS   := haproxy redis-server postgresql curl openssl procps iproute2 ca-certificates socat jq
 TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev
-BENCH_PKGS := wrk squid apache2-utils
+BENCH_PKGS := wrk squid apache2-utils gnuplot-nox
 
 # Programs with a main(); everything else in agent/ is the agent library.
 AGENT_MAINS := agent/main.c agent/settle_main.c
