@@ -236,9 +236,14 @@ t_begin "a killed connection is made again, and NOTIFY works on the new one"
 g=$(generation)
 assert_eq 1 "$(psql_gw "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
                         WHERE application_name = 'gw-agent snapshot'")" "terminated the loader's backend"
-w=$(probe wait-generation $((g + 1)) 5)
-assert_match '^generation ' "$w" "reloaded after reconnecting"
+# The DELETEs above may still have a NOTIFY in flight, so a new generation
+# alone does not prove the reconnect: wait for the loss in the log first.
+wait_until 10 grep -q "lost the PostgreSQL connection" "$PROBE_LOG"
 assert_match "lost the PostgreSQL connection" "$(cat "$PROBE_LOG")" "loss logged"
+g=$(generation)
+psql_gw "UPDATE users SET is_active = is_active WHERE username = 'myuser'" >/dev/null
+w=$(probe wait-generation $((g + 1)) 5)
+assert_match '^generation ' "$w" "NOTIFY reaches the new connection"
 g=$(generation)
 psql_gw "INSERT INTO users (username, password) VALUES ('bob', 'bob-pw')"
 assert_match '^generation ' "$(probe wait-generation $((g + 1)) 1)" "NOTIFY on the new connection"
