@@ -10,6 +10,13 @@
  * down: records accumulate in the spool and are pushed, in order, once it is
  * back. The spool full: reading from HAProxy pauses (its ring buffers) and
  * the log says so loudly.
+ *
+ * Exactly once into traffic:logs: each batch is one transaction
+ *   MULTI; RPUSH traffic:logs r1..rn; SET traffic:logs:pushed:<spool id> <seq>; EXEC
+ * where <seq> is the spool's record count after the batch. After every
+ * (re)connect the pusher reads that key first: if it is ahead of the spool,
+ * the batch in flight when the agent died or the connection dropped did land,
+ * and those records are committed instead of pushed again.
  */
 #include <errno.h>
 #include <hiredis/async.h>
@@ -36,6 +43,8 @@
 #define JSON_MAX      (6 * BILLING_LINE_MAX + 512)
 #define SYNC_S        0.1
 #define REDIS_RETRY_S 1.0
+#define PUSHED_KEY    "traffic:logs:pushed:"
+#define PUSHED_TTL_S  (30 * 24 * 3600) /* long after any restart that could need it */
 #define STAT(b, f)    atomic_fetch_add_explicit(&(b)->stats->f, 1, memory_order_relaxed)
 
 struct bconn {
@@ -63,9 +72,8 @@ struct billing {
     int fill_warned; /* last fill level warned about: 0, 50, 80, 90 */
     redisAsyncContext *redis;
     bool redis_ready;
-    bool in_flight; /* an RPUSH awaits its reply */
-    size_t in_flight_n;
-    uint64_t in_flight_end;
+    bool in_flight; /* a batch awaits its reply */
+    char pushed_key[sizeof(PUSHED_KEY) + 16];
     char *take_buf;
     const char **recs;
     size_t *lens;
@@ -239,9 +247,10 @@ static void push_cb(redisAsyncContext *ac, void *reply, void *privdata)
     struct billing *b = privdata;
     redisReply *r = reply;
     b->in_flight = false;
-    if (r && r->type == REDIS_REPLY_INTEGER) {
-        spool_commit(b->sp, b->in_flight_end);
-        atomic_fetch_add_explicit(&b->stats->pushed, b->in_flight_n, memory_order_relaxed);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER) {
+        atomic_fetch_add_explicit(&b->stats->pushed, spool_taken(b->sp), memory_order_relaxed);
+        spool_commit(b->sp);
         check_fill(b);
         push(b);
         return;
@@ -249,27 +258,65 @@ static void push_cb(redisAsyncContext *ac, void *reply, void *privdata)
     /* not acknowledged: push the same records again later */
     spool_rewind(b->sp);
     if (r && r->type == REDIS_REPLY_ERROR)
-        log_error("billing: RPUSH traffic:logs failed: %s", r->str);
+        log_error("billing: pushing to traffic:logs failed: %s", r->str);
+    else if (r)
+        log_error("billing: unexpected answer to a traffic:logs transaction (type %d)", r->type);
 }
 
+/* Sends one batch as a transaction (see the top of the file). */
 static void push(struct billing *b)
 {
     if (!b->redis_ready || b->in_flight) return;
-    uint64_t end;
-    size_t n =
-        spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs + 2, b->lens + 2, &end);
+    size_t n = spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs + 2, b->lens + 2);
     if (n == 0) return;
     b->recs[0] = "RPUSH";
     b->lens[0] = 5;
     b->recs[1] = "traffic:logs";
     b->lens[1] = 12;
-    if (redisAsyncCommandArgv(b->redis, push_cb, b, (int)n + 2, b->recs, b->lens) != REDIS_OK) {
+    unsigned long long seq = spool_sequence(b->sp) + n;
+    if (redisAsyncCommand(b->redis, NULL, NULL, "MULTI") != REDIS_OK ||
+        redisAsyncCommandArgv(b->redis, NULL, NULL, (int)n + 2, b->recs, b->lens) != REDIS_OK ||
+        redisAsyncCommand(b->redis, NULL, NULL, "SET %s %llu EX %d", b->pushed_key, seq,
+                          PUSHED_TTL_S) != REDIS_OK ||
+        redisAsyncCommand(b->redis, push_cb, b, "EXEC") != REDIS_OK) {
+        /* the context is going away: its disconnect callback reconnects */
         spool_rewind(b->sp);
         return;
     }
     b->in_flight = true;
-    b->in_flight_n = n;
-    b->in_flight_end = end;
+}
+
+/* The answer to GET traffic:logs:pushed:<id> after a (re)connect. */
+static void pushed_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    struct billing *b = privdata;
+    redisReply *r = reply;
+    if (!r) return; /* disconnected: the disconnect callback reconnects */
+    if (r->type == REDIS_REPLY_STRING) {
+        char *end;
+        errno = 0;
+        unsigned long long there = strtoull(r->str, &end, 10);
+        uint64_t seq = spool_sequence(b->sp);
+        if (errno || *end || end == r->str) {
+            log_error("billing: %s holds \"%s\", not a count; ignoring it", b->pushed_key, r->str);
+        } else if (there > seq) {
+            uint64_t skipped = spool_skip(b->sp, there - seq);
+            log_info("billing: %llu record(s) were in Redis already (their acknowledgement was "
+                     "lost): not pushed again",
+                     (unsigned long long)skipped);
+            if (skipped < there - seq)
+                log_error("billing: %s says %llu records were pushed but the spool has only "
+                          "%llu; was the spool file replaced?",
+                          b->pushed_key, there, (unsigned long long)(seq + skipped));
+        }
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        log_error("billing: GET %s: %s; reconnecting", b->pushed_key, r->str);
+        redisAsyncDisconnect(ac); /* pushing without knowing could double a batch */
+        return;
+    }
+    b->redis_ready = true;
+    push(b);
 }
 
 static void redis_connected_cb(const redisAsyncContext *ac, int status)
@@ -282,11 +329,10 @@ static void redis_connected_cb(const redisAsyncContext *ac, int status)
         ev_timer_start(b->loop, &b->redis_retry);
         return;
     }
-    b->redis_ready = true;
     if (spool_pending_bytes(b->sp))
         log_info("billing: redis connected; pushing %llu spooled bytes",
                  (unsigned long long)spool_pending_bytes(b->sp));
-    push(b);
+    redisAsyncCommand(b->redis, pushed_cb, b, "GET %s", b->pushed_key);
 }
 
 static void redis_disconnected_cb(const redisAsyncContext *ac, int status)
@@ -295,10 +341,8 @@ static void redis_disconnected_cb(const redisAsyncContext *ac, int status)
     (void)status;
     b->redis = NULL;
     b->redis_ready = false;
-    if (b->in_flight) { /* its callback already ran with NULL and rewound */
-        b->in_flight = false;
-        spool_rewind(b->sp);
-    }
+    b->in_flight = false;
+    spool_rewind(b->sp); /* what was in flight: the GET after reconnecting tells */
     log_warn("billing: redis connection lost; records wait in the spool");
     ev_timer_start(b->loop, &b->redis_retry);
 }
@@ -388,6 +432,8 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
         log_error("billing: spool: %s", err);
         goto fail;
     }
+    snprintf(b->pushed_key, sizeof(b->pushed_key), PUSHED_KEY "%016llx",
+             (unsigned long long)spool_id(b->sp));
     b->lfd = spoa_listen_socket(cfg->listen);
     if (b->lfd < 0) goto fail;
     b->loop = ev_loop_new(EVFLAG_AUTO);

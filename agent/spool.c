@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -21,6 +22,9 @@ struct spool {
     char *path;
     uint64_t committed; /* offset of the first unacknowledged record */
     uint64_t taken;     /* offset after the last record handed out */
+    uint64_t taken_n;   /* records between committed and taken */
+    uint64_t id;        /* random, fixed at creation */
+    uint64_t sequence;  /* records committed since creation */
     uint64_t size;      /* file size = append offset */
     uint64_t max_bytes;
     bool dirty; /* appended since the last fsync */
@@ -45,6 +49,8 @@ static int write_header(struct spool *sp)
     uint8_t h[SPOOL_HEADER_LEN] = {0};
     memcpy(h, MAGIC, 8);
     put_u64(h + 8, sp->committed);
+    put_u64(h + 16, sp->id);
+    put_u64(h + 24, sp->sequence);
     if (pwrite(sp->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
         log_error("spool %s: header write: %s", sp->path, strerror(errno));
         return -1;
@@ -73,6 +79,15 @@ static bool frame_at(const struct spool *sp, uint64_t off, size_t *hlen, uint64_
     return off + *hlen + *len <= sp->size;
 }
 
+/* A fresh random id (a spool from before ids existed gets one too). */
+static uint64_t new_id(void)
+{
+    uint64_t id = 0;
+    while (id == 0)
+        if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id)) id = 0;
+    return id;
+}
+
 struct spool *spool_open(const char *path, uint64_t max_bytes, char *err, size_t errlen)
 {
     struct spool *sp = calloc(1, sizeof(*sp));
@@ -91,6 +106,7 @@ struct spool *spool_open(const char *path, uint64_t max_bytes, char *err, size_t
     sp->size = (uint64_t)st.st_size;
     if (sp->size < SPOOL_HEADER_LEN) {
         sp->committed = sp->size = SPOOL_HEADER_LEN;
+        sp->id = new_id();
         if (ftruncate(sp->fd, SPOOL_HEADER_LEN) != 0 || write_header(sp) != 0) {
             snprintf(err, errlen, "%s: cannot initialize: %s", path, strerror(errno));
             goto fail;
@@ -102,6 +118,15 @@ struct spool *spool_open(const char *path, uint64_t max_bytes, char *err, size_t
             goto fail;
         }
         sp->committed = get_u64(h + 8);
+        sp->id = get_u64(h + 16);
+        sp->sequence = get_u64(h + 24);
+        if (sp->id == 0) {
+            sp->id = new_id();
+            if (write_header(sp) != 0) {
+                snprintf(err, errlen, "%s: cannot write its id: %s", path, strerror(errno));
+                goto fail;
+            }
+        }
         if (sp->committed < SPOOL_HEADER_LEN || sp->committed > sp->size) {
             snprintf(err, errlen, "%s: committed offset %llu outside the file", path,
                      (unsigned long long)sp->committed);
@@ -189,7 +214,7 @@ void spool_sync(struct spool *sp)
 }
 
 size_t spool_take(struct spool *sp, size_t max, char *buf, size_t cap, const char **records,
-                  size_t *lens, uint64_t *end)
+                  size_t *lens)
 {
     size_t n = 0, used = 0;
     uint64_t off = sp->taken;
@@ -207,14 +232,16 @@ size_t spool_take(struct spool *sp, size_t max, char *buf, size_t cap, const cha
         off += hl + len;
     }
     sp->taken = off;
-    *end = off;
+    sp->taken_n += n;
     return n;
 }
 
-int spool_commit(struct spool *sp, uint64_t offset)
+int spool_commit(struct spool *sp)
 {
-    sp->committed = offset;
-    if (sp->committed == sp->size && sp->taken == sp->size) {
+    sp->committed = sp->taken;
+    sp->sequence += sp->taken_n;
+    sp->taken_n = 0;
+    if (sp->committed == sp->size) {
         /* all acknowledged: start the file over */
         sp->committed = sp->taken = sp->size = SPOOL_HEADER_LEN;
         if (write_header(sp) != 0) return -1;
@@ -230,6 +257,38 @@ int spool_commit(struct spool *sp, uint64_t offset)
 void spool_rewind(struct spool *sp)
 {
     sp->taken = sp->committed;
+    sp->taken_n = 0;
+}
+
+uint64_t spool_skip(struct spool *sp, uint64_t n)
+{
+    spool_rewind(sp);
+    uint64_t off = sp->committed, done = 0;
+    size_t hl;
+    uint64_t len;
+    while (done < n && off < sp->size && frame_at(sp, off, &hl, &len)) {
+        off += hl + len;
+        done++;
+    }
+    sp->taken = off;
+    sp->taken_n = done;
+    spool_commit(sp);
+    return done;
+}
+
+uint64_t spool_id(const struct spool *sp)
+{
+    return sp->id;
+}
+
+uint64_t spool_sequence(const struct spool *sp)
+{
+    return sp->sequence;
+}
+
+uint64_t spool_taken(const struct spool *sp)
+{
+    return sp->taken_n;
 }
 
 uint64_t spool_pending_bytes(const struct spool *sp)

@@ -4,11 +4,16 @@
  * record is written here before it goes to Redis, and the offset moves past
  * it only once Redis has acknowledged it: a record survives Redis outages
  * and agent restarts or kills (write(2) reaches the page cache at once;
- * fsync is batched for power loss). A record pushed but not yet committed
- * when the agent dies is pushed again: the settlement worker applies each
- * request_id once.
+ * fsync is batched for power loss).
  *
- *   header (32 bytes): "GWSPOOL1" | committed offset (u64, big-endian) | 16 bytes reserved
+ * Every spool has a random id and counts the records ever committed (its
+ * sequence). The pusher stores "sequence after this batch" in Redis in the
+ * same transaction as the batch (billing.c), so a batch whose answer was lost
+ * (agent killed, connection dropped) is recognized after a reconnect and
+ * skipped instead of pushed twice.
+ *
+ *   header (32 bytes): "GWSPOOL1" | committed offset | spool id | committed sequence
+ *                      (three u64, big-endian)
  *   records:           msgpack str (d9/da/db + length) each, back to back
  *
  * Single-threaded: one owner (the billing thread).
@@ -36,15 +41,23 @@ int spool_append(struct spool *sp, const char *rec, size_t len);
 void spool_sync(struct spool *sp);
 
 /* Up to max records from the first one not yet taken, copied into buf
- * (records[i] point into it). Returns how many; *end is the offset after
- * the last one, for spool_commit. Taking does not commit. */
+ * (records[i] point into it). Returns how many. Taking does not commit. */
 size_t spool_take(struct spool *sp, size_t max, char *buf, size_t cap, const char **records,
-                  size_t *lens, uint64_t *end);
-/* Everything before offset is acknowledged. When that is everything, the
- * file is emptied. Returns -1 when the header write failed (logged). */
-int spool_commit(struct spool *sp, uint64_t offset);
+                  size_t *lens);
+/* Everything taken is acknowledged: the sequence advances by that many
+ * records. When nothing is left, the file is emptied. Returns -1 when the
+ * header write failed (logged). */
+int spool_commit(struct spool *sp);
 /* Forget what was taken but not committed: it will be taken again. */
 void spool_rewind(struct spool *sp);
+/* Commits the first n pending records without reading them (they are known
+ * to be in Redis already). Rewinds first. Returns how many were skipped:
+ * fewer than n when fewer are pending. */
+uint64_t spool_skip(struct spool *sp, uint64_t n);
+
+uint64_t spool_id(const struct spool *sp);
+uint64_t spool_sequence(const struct spool *sp); /* records committed, ever */
+uint64_t spool_taken(const struct spool *sp);    /* records taken, not committed */
 
 uint64_t spool_pending_bytes(const struct spool *sp); /* appended, not committed */
 uint64_t spool_max_bytes(const struct spool *sp);

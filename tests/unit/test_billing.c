@@ -161,10 +161,9 @@ static void spool_teardown(void)
     unlink(spool_path);
 }
 
-static size_t take_all(struct spool *sp, char *buf, size_t cap, const char **recs, size_t *lens,
-                       uint64_t *end)
+static size_t take_all(struct spool *sp, char *buf, size_t cap, const char **recs, size_t *lens)
 {
-    return spool_take(sp, 1000, buf, cap, recs, lens, end);
+    return spool_take(sp, 1000, buf, cap, recs, lens);
 }
 
 START_TEST(spool_survives_reopen_until_committed)
@@ -181,21 +180,68 @@ START_TEST(spool_survives_reopen_until_committed)
     char buf[4096];
     const char *recs[16];
     size_t lens[16];
-    uint64_t end;
-    ck_assert_uint_eq(spool_take(sp, 4, buf, sizeof(buf), recs, lens, &end), 4);
-    ck_assert_int_eq(spool_commit(sp, end), 0);
+    ck_assert_uint_eq(spool_take(sp, 4, buf, sizeof(buf), recs, lens), 4);
+    ck_assert_int_eq(spool_commit(sp), 0);
     /* take 3 more, never committed: a crash now */
-    ck_assert_uint_eq(spool_take(sp, 3, buf, sizeof(buf), recs, lens, &end), 3);
+    ck_assert_uint_eq(spool_take(sp, 3, buf, sizeof(buf), recs, lens), 3);
     spool_close(sp);
 
     sp = spool_open(spool_path, 1 << 20, err, sizeof(err));
     ck_assert_ptr_nonnull(sp);
-    size_t n = take_all(sp, buf, sizeof(buf), recs, lens, &end);
+    size_t n = take_all(sp, buf, sizeof(buf), recs, lens);
     ck_assert_uint_eq(n, 6); /* the 3 taken-but-uncommitted come again */
     ck_assert_mem_eq(recs[0], "{\"n\":4}", 7);
     ck_assert_mem_eq(recs[5], "{\"n\":9}", 7);
-    ck_assert_int_eq(spool_commit(sp, end), 0);
+    ck_assert_int_eq(spool_commit(sp), 0);
     ck_assert_uint_eq(spool_pending_bytes(sp), 0);
+    spool_close(sp);
+}
+END_TEST
+
+START_TEST(spool_sequence_and_id_survive_reopen_and_skip)
+{
+    char err[256];
+    struct spool *sp = spool_open(spool_path, 1 << 20, err, sizeof(err));
+    ck_assert_ptr_nonnull(sp);
+    uint64_t id = spool_id(sp);
+    ck_assert_uint_ne(id, 0);
+    ck_assert_uint_eq(spool_sequence(sp), 0);
+    char rec[32], buf[4096];
+    const char *recs[16];
+    size_t lens[16];
+    for (int i = 0; i < 8; i++) {
+        int n = snprintf(rec, sizeof(rec), "r%d", i);
+        ck_assert_int_eq(spool_append(sp, rec, (size_t)n), 0);
+    }
+    ck_assert_uint_eq(spool_take(sp, 3, buf, sizeof(buf), recs, lens), 3);
+    ck_assert_uint_eq(spool_taken(sp), 3);
+    ck_assert_int_eq(spool_commit(sp), 0);
+    ck_assert_uint_eq(spool_sequence(sp), 3);
+    /* two more taken and pushed, then the agent dies before the answer */
+    ck_assert_uint_eq(spool_take(sp, 2, buf, sizeof(buf), recs, lens), 2);
+    spool_close(sp);
+
+    sp = spool_open(spool_path, 1 << 20, err, sizeof(err));
+    ck_assert_ptr_nonnull(sp);
+    ck_assert_uint_eq(spool_id(sp), id);
+    ck_assert_uint_eq(spool_sequence(sp), 3);
+    /* Redis says 5 were pushed: the two in flight are skipped, not retaken */
+    ck_assert_uint_eq(spool_skip(sp, 2), 2);
+    ck_assert_uint_eq(spool_sequence(sp), 5);
+    ck_assert_uint_eq(spool_take(sp, 10, buf, sizeof(buf), recs, lens), 3);
+    ck_assert_mem_eq(recs[0], "r5", 2);
+    /* skipping more than is pending stops at the end and empties the file */
+    ck_assert_uint_eq(spool_skip(sp, 10), 3);
+    ck_assert_uint_eq(spool_sequence(sp), 8);
+    ck_assert_uint_eq(spool_pending_bytes(sp), 0);
+    /* the sequence goes on after the file was emptied */
+    ck_assert_int_eq(spool_append(sp, "r8", 2), 0);
+    ck_assert_uint_eq(spool_take(sp, 10, buf, sizeof(buf), recs, lens), 1);
+    ck_assert_int_eq(spool_commit(sp), 0);
+    spool_close(sp);
+    sp = spool_open(spool_path, 1 << 20, err, sizeof(err));
+    ck_assert_uint_eq(spool_sequence(sp), 9);
+    ck_assert_uint_eq(spool_id(sp), id);
     spool_close(sp);
 }
 END_TEST
@@ -214,12 +260,11 @@ START_TEST(spool_cuts_a_torn_tail)
     char buf[256];
     const char *recs[4];
     size_t lens[4];
-    uint64_t end;
-    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens, &end), 1);
+    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens), 1);
     ck_assert_mem_eq(recs[0], "first", 5);
     ck_assert_int_eq(spool_append(sp, "third", 5), 0); /* appends after the cut */
     spool_rewind(sp);
-    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens, &end), 2);
+    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens), 2);
     ck_assert_mem_eq(recs[1], "third", 5);
     spool_close(sp);
 }
@@ -237,11 +282,10 @@ START_TEST(spool_rewind_and_bound)
     char buf[256];
     const char *recs[4];
     size_t lens[4];
-    uint64_t end;
-    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens, &end), 2);
+    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens), 2);
     spool_rewind(sp); /* Redis did not acknowledge */
-    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens, &end), 2);
-    ck_assert_int_eq(spool_commit(sp, end), 0);
+    ck_assert_uint_eq(take_all(sp, buf, sizeof(buf), recs, lens), 2);
+    ck_assert_int_eq(spool_commit(sp), 0);
     ck_assert_int_eq(spool_append(sp, rec, sizeof(rec)), 0); /* room again */
     spool_close(sp);
 }
@@ -270,6 +314,7 @@ Suite *billing_suite(void)
     TCase *ts = tcase_create("spool");
     tcase_add_checked_fixture(ts, spool_setup, spool_teardown);
     tcase_add_test(ts, spool_survives_reopen_until_committed);
+    tcase_add_test(ts, spool_sequence_and_id_survive_reopen_and_skip);
     tcase_add_test(ts, spool_cuts_a_torn_tail);
     tcase_add_test(ts, spool_rewind_and_bound);
     tcase_add_test(ts, spool_refuses_foreign_files);
