@@ -17,6 +17,15 @@
  * (re)connect the pusher reads that key first: if it is ahead of the spool,
  * the batch in flight when the agent died or the connection dropped did land,
  * and those records are committed instead of pushed again.
+ *
+ * Exactly once from HAProxy: the ring's TCP stream has no acknowledgements,
+ * so what was in flight when the agent died or the stream dropped is gone
+ * from it. Each time HAProxy (re)connects, the ring's retained records are
+ * read back through HAProxy's CLI (billing_replay.c); every record, from the
+ * stream or the read-back, passes the dedup window (dedup.c) and is spooled
+ * only the first time. A record is spooled before its id is remembered and
+ * ids are flushed before any push, so a kill in between leaves the record
+ * in the spool, whose ids are remembered again at start.
  */
 #include <errno.h>
 #include <hiredis/async.h>
@@ -34,18 +43,23 @@
 
 #include "billing.h"
 #include "billing_record.h"
+#include "billing_replay.h"
+#include "dedup.h"
 #include "log.h"
 #include "spoa.h"
 #include "spool.h"
 
-#define CONN_BUF      (2 * BILLING_LINE_MAX + 16)
-#define TAKE_BUF      (1u << 20) /* bytes of records per RPUSH, at most */
-#define JSON_MAX      (6 * BILLING_LINE_MAX + 512)
-#define SYNC_S        0.1
-#define REDIS_RETRY_S 1.0
-#define PUSHED_KEY    "traffic:logs:pushed:"
-#define PUSHED_TTL_S  (30 * 24 * 3600) /* long after any restart that could need it */
-#define STAT(b, f)    atomic_fetch_add_explicit(&(b)->stats->f, 1, memory_order_relaxed)
+#define CONN_BUF         (2 * BILLING_LINE_MAX + 16)
+#define TAKE_BUF         (1u << 20) /* bytes of records per RPUSH, at most */
+#define JSON_MAX         (6 * BILLING_LINE_MAX + 512)
+#define SYNC_S           0.1
+#define REDIS_RETRY_S    1.0
+#define PUSHED_KEY       "traffic:logs:pushed:"
+#define PUSHED_TTL_S     (30 * 24 * 3600) /* long after any restart that could need it */
+#define REPLAY_TIMEOUT_S 120.0
+#define REPLAY_RETRY_S   2.0
+#define REPLAY_TRIES     10
+#define STAT(b, f)       atomic_fetch_add_explicit(&(b)->stats->f, 1, memory_order_relaxed)
 
 struct bconn {
     struct billing *b;
@@ -67,6 +81,14 @@ struct billing {
     ev_timer redis_retry;
     int lfd;
     struct spool *sp;
+    struct dedup *dd;
+    struct replay *replay;
+    bool replay_again; /* HAProxy reconnected during a read-back */
+    int replay_tries;  /* failed attempts in a row */
+    ev_timer replay_retry;
+    uint64_t replay_billed; /* records the current read-back billed */
+    uint64_t replay_other;  /* its lines that are not records */
+    bool replay_cut;        /* it stopped at a full spool */
     struct bconn *conns;
     bool paused;     /* spool full: not reading */
     int fill_warned; /* last fill level warned about: 0, 50, 80, 90 */
@@ -83,6 +105,7 @@ struct billing {
 
 static void redis_connect(struct billing *b);
 static void push(struct billing *b);
+static void start_replay(struct billing *b);
 
 /* --- the spool's fill level -------------------------------------------------------- */
 
@@ -119,9 +142,14 @@ static void check_fill(struct billing *b)
     if (b->paused && pct < 90) set_paused(b, false);
 }
 
+static bool spool_has_room(const struct billing *b)
+{
+    return spool_pending_bytes(b->sp) + JSON_MAX <= spool_max_bytes(b->sp);
+}
+
 /* --- records in ---------------------------------------------------------------------- */
 
-static void take_record(struct billing *b, const char *rec, size_t len)
+static void take_record(struct billing *b, const char *rec, size_t len, bool replayed)
 {
     struct billing_record r;
     const char *err;
@@ -136,6 +164,10 @@ static void take_record(struct billing *b, const char *rec, size_t len)
         STAT(b, not_billed);
         return;
     }
+    if (dedup_seen(b->dd, r.request_id.ptr, r.request_id.len)) {
+        STAT(b, duplicates);
+        return;
+    }
     size_t n = billing_record_json(&r, b->json, sizeof(b->json));
     if (n == 0 || spool_append(b->sp, b->json, n) != 0) {
         /* Room was checked before this record (conn_frames), so only a disk
@@ -145,7 +177,12 @@ static void take_record(struct billing *b, const char *rec, size_t len)
                   r.request_id.ptr ? r.request_id.ptr : "");
         return;
     }
+    dedup_add(b->dd, r.request_id.ptr, r.request_id.len);
     STAT(b, billed);
+    if (replayed) {
+        STAT(b, recovered);
+        b->replay_billed++;
+    }
 }
 
 static void conn_close(struct bconn *c)
@@ -167,7 +204,7 @@ static bool conn_frames(struct bconn *c)
     struct billing *b = c->b;
     size_t off = 0;
     while (off < c->len) {
-        if (spool_pending_bytes(b->sp) + JSON_MAX > spool_max_bytes(b->sp)) {
+        if (!spool_has_room(b)) {
             set_paused(b, true);
             break;
         }
@@ -182,7 +219,7 @@ static bool conn_frames(struct bconn *c)
             return false;
         }
         if (c->len - (i + 1) < n) break; /* the record is still arriving */
-        take_record(b, c->buf + i + 1, n);
+        take_record(b, c->buf + i + 1, n, false);
         off = i + 1 + n;
     }
     memmove(c->buf, c->buf + off, c->len - off);
@@ -236,7 +273,86 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         if (b->conns) b->conns->prev = c;
         b->conns = c;
         if (!b->paused) ev_io_start(loop, &c->io);
+        /* a new stream: what an earlier one lost in flight is in the ring */
+        b->replay_tries = 0;
+        start_replay(b);
     }
+}
+
+/* --- reading the ring back (billing_replay.h) ----------------------------------------- */
+
+static void replay_line(void *arg, const char *line, size_t len)
+{
+    struct billing *b = arg;
+    if (len < 4 || memcmp(line, "gw1 ", 4) != 0) {
+        /* HAProxy's own lines in the ring, e.g. "12 events dropped" when it
+         * was full: records HAProxy could not keep, worth saying loudly */
+        if (b->replay_other++ < 5)
+            log_error("billing: HAProxy's ring %s holds \"%.*s\"", b->cfg.ring,
+                      (int)(len > 200 ? 200 : len), line);
+        return;
+    }
+    if (!spool_has_room(b)) {
+        b->replay_cut = true;
+        return;
+    }
+    take_record(b, line, len, true);
+}
+
+static void replay_done(void *arg, const struct replay_report *rep)
+{
+    struct billing *b = arg;
+    b->replay = NULL;
+    if (rep->error) {
+        log_warn("billing: reading back the ring %s from HAProxy's CLI %s failed: %s (attempt "
+                 "%d of %d)",
+                 b->cfg.ring, b->cfg.haproxy_cli, rep->error, b->replay_tries + 1, REPLAY_TRIES);
+    } else {
+        b->replay_tries = 0;
+        log_info("billing: read back %llu lines of the ring %s: %llu records not seen before "
+                 "(lost in flight, or not yet streamed) are billed now",
+                 (unsigned long long)rep->lines, b->cfg.ring, (unsigned long long)b->replay_billed);
+        if (rep->too_long)
+            log_error("billing: %llu lines of the ring were too long to be records",
+                      (unsigned long long)rep->too_long);
+    }
+    if (b->replay_cut) log_warn("billing: the spool filled up during the read-back; once more");
+    check_fill(b);
+    push(b);
+    if (rep->error || b->replay_cut) {
+        if (++b->replay_tries < REPLAY_TRIES) {
+            ev_timer_start(b->loop, &b->replay_retry);
+        } else {
+            log_error("billing: GAVE UP reading back the ring %s: records lost in flight when "
+                      "HAProxy's stream dropped are not billed",
+                      b->cfg.ring);
+            b->replay_tries = 0;
+        }
+    } else if (b->replay_again) {
+        start_replay(b);
+    }
+}
+
+static void start_replay(struct billing *b)
+{
+    if (!b->cfg.haproxy_cli || !b->cfg.haproxy_cli[0]) return;
+    if (b->replay) {
+        b->replay_again = true;
+        return;
+    }
+    ev_timer_stop(b->loop, &b->replay_retry);
+    b->replay_again = b->replay_cut = false;
+    b->replay_billed = b->replay_other = 0;
+    b->replay = replay_start(b->loop, b->cfg.haproxy_cli, b->cfg.ring, REPLAY_TIMEOUT_S,
+                             replay_line, replay_done, b);
+    if (!b->replay && ++b->replay_tries < REPLAY_TRIES) ev_timer_start(b->loop, &b->replay_retry);
+}
+
+static void replay_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    start_replay(t->data);
 }
 
 /* --- records out ------------------------------------------------------------------- */
@@ -266,6 +382,7 @@ static void push_cb(redisAsyncContext *ac, void *reply, void *privdata)
 /* Sends one batch as a transaction (see the top of the file). */
 static void push(struct billing *b)
 {
+    dedup_flush(b->dd); /* ids first: a pushed record must never look new again */
     if (!b->redis_ready || b->in_flight) return;
     size_t n = spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs + 2, b->lens + 2);
     if (n == 0) return;
@@ -398,6 +515,9 @@ static void stop_cb(struct ev_loop *loop, ev_async *a, int revents)
     (void)revents;
     struct billing *b = a->data;
     ev_io_stop(loop, &b->accept_io);
+    replay_cancel(b->replay);
+    b->replay = NULL;
+    ev_timer_stop(loop, &b->replay_retry);
     while (b->conns)
         conn_close(b->conns);
     ev_break(loop, EVBREAK_ALL);
@@ -410,6 +530,28 @@ static void *billing_main(void *arg)
     ev_run(b->loop, 0);
     if (b->redis) redisAsyncFree(b->redis);
     return NULL;
+}
+
+/* Opens the dedup window next to the spool and remembers the ids of the
+ * records still in the spool (a kill may have come between spooling a
+ * record and flushing its id). */
+static int open_dedup(struct billing *b)
+{
+    char path[4096], err[512], id[BILLING_LINE_MAX];
+    snprintf(path, sizeof(path), "%s.ids", b->cfg.spool_path);
+    b->dd = dedup_open(path, b->cfg.dedup_records, err, sizeof(err));
+    if (!b->dd) {
+        log_error("billing: dedup window: %s", err);
+        return -1;
+    }
+    size_t n;
+    while ((n = spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs, b->lens)) > 0)
+        for (size_t i = 0; i < n; i++) {
+            size_t idlen = billing_json_request_id(b->recs[i], b->lens[i], id, sizeof(id));
+            if (idlen) dedup_add(b->dd, id, idlen);
+        }
+    spool_rewind(b->sp);
+    return dedup_flush(b->dd);
 }
 
 struct billing *billing_start(const struct billing_config *cfg, struct billing_stats *stats)
@@ -432,6 +574,7 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
         log_error("billing: spool: %s", err);
         goto fail;
     }
+    if (open_dedup(b) != 0) goto fail;
     snprintf(b->pushed_key, sizeof(b->pushed_key), PUSHED_KEY "%016llx",
              (unsigned long long)spool_id(b->sp));
     b->lfd = spoa_listen_socket(cfg->listen);
@@ -441,7 +584,9 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
     ev_io_init(&b->accept_io, accept_cb, b->lfd, EV_READ);
     ev_timer_init(&b->tick, tick_cb, SYNC_S, SYNC_S);
     ev_timer_init(&b->redis_retry, redis_retry_cb, REDIS_RETRY_S, 0.);
+    ev_timer_init(&b->replay_retry, replay_retry_cb, REPLAY_RETRY_S, 0.);
     b->stop.data = b->accept_io.data = b->tick.data = b->redis_retry.data = b;
+    b->replay_retry.data = b;
     ev_async_start(b->loop, &b->stop);
     ev_io_start(b->loop, &b->accept_io);
     ev_timer_start(b->loop, &b->tick);
@@ -456,6 +601,7 @@ fail:
     if (b->loop) ev_loop_destroy(b->loop);
     if (b->lfd >= 0) close(b->lfd);
     spool_close(b->sp);
+    dedup_close(b->dd);
     free(b->take_buf);
     free(b->recs);
     free(b->lens);
@@ -470,6 +616,7 @@ void billing_stop(struct billing *b)
     pthread_join(b->thread, NULL);
     close(b->lfd);
     spool_close(b->sp);
+    dedup_close(b->dd);
     ev_loop_destroy(b->loop);
     free(b->take_buf);
     free(b->recs);

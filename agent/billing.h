@@ -3,6 +3,9 @@
  * over TCP (a HAProxy ring, octet-counted syslog framing), the billable ones
  * become the reference's JSON and go through the spool (spool.h) to the
  * Redis list traffic:logs, pipelined. One thread with its own event loop.
+ * After each (re)connection of HAProxy's stream, the ring's retained records
+ * are read back through HAProxy's CLI and the dedup window keeps what the
+ * stream lost in flight, once.
  */
 #ifndef GW_BILLING_H
 #define GW_BILLING_H
@@ -18,7 +21,10 @@ struct billing_config {
     int redis_port;
     const char *redis_password;
     unsigned redis_db;
-    unsigned batch; /* records per RPUSH */
+    unsigned batch;          /* records per RPUSH */
+    const char *haproxy_cli; /* "" or NULL: no reading back (billing_replay.h) */
+    const char *ring;        /* the ring's name, for "show events" */
+    uint64_t dedup_records;  /* the dedup window (dedup.h), kept at <spool_path>.ids */
 };
 
 struct billing_stats {
@@ -28,6 +34,8 @@ struct billing_stats {
     atomic_uint_fast64_t malformed;  /* refused: bad framing or fields (logged) */
     atomic_uint_fast64_t pushed;     /* acknowledged by Redis */
     atomic_uint_fast64_t spool_full; /* times reading paused on a full spool */
+    atomic_uint_fast64_t duplicates; /* seen before (dedup window): dropped */
+    atomic_uint_fast64_t recovered;  /* billed from a read-back of the ring */
 };
 
 struct billing;

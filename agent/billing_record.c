@@ -329,3 +329,26 @@ size_t billing_record_json(const struct billing_record *r, char *out, size_t cap
     put(&o, "}", 1);
     return o.full ? 0 : (size_t)(o.p - out);
 }
+
+size_t billing_json_request_id(const char *json, size_t len, char *out, size_t cap)
+{
+    static const char key[] = ",\"request_id\":\"";
+    const size_t klen = sizeof(key) - 1;
+    const char *p = NULL;
+    for (size_t i = len >= klen ? len - klen + 1 : 0; i-- > 0;) /* the last one: ours */
+        if (memcmp(json + i, key, klen) == 0) {
+            p = json + i + klen;
+            break;
+        }
+    if (!p) return 0;
+    size_t n = 0;
+    for (const char *end = json + len; p < end; p++) {
+        if (*p == '"') return n;
+        if (*p == '\\') { /* a plain token has only \" and \\ escaped */
+            if (++p == end || (*p != '"' && *p != '\\')) return 0;
+        }
+        if (n == cap) return 0;
+        out[n++] = *p;
+    }
+    return 0;
+}

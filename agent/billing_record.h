@@ -55,4 +55,8 @@ bool billing_record_billable(const struct billing_record *r);
  * (6 * BILLING_LINE_MAX + 512 always suffices). */
 size_t billing_record_json(const struct billing_record *r, char *out, size_t cap);
 
+/* The request_id of a JSON object written by billing_record_json, unescaped
+ * into out. Returns its length, 0 when there is none or it does not fit. */
+size_t billing_json_request_id(const char *json, size_t len, char *out, size_t cap);
+
 #endif

@@ -45,6 +45,9 @@ enum {
     O_LOG_LISTEN,
     O_SPOOL_PATH,
     O_SPOOL_MAX,
+    O_HAPROXY_CLI,
+    O_BILLING_RING,
+    O_DEDUP,
     O_COUNT
 };
 
@@ -89,6 +92,15 @@ static const struct option_def options[O_COUNT] = {
                       0, "billing records on their way to Redis (survives restarts)"},
     [O_SPOOL_MAX] = {"spool-max-mb", "GW_SPOOL_MAX_MB", OPT_UINT, "1024", 1, 1048576,
                      "spool size limit in MiB; when full, reading pauses (loud warnings first)"},
+    [O_HAPROXY_CLI] = {"haproxy-cli", "GW_HAPROXY_CLI", OPT_STR, "", 0, 0,
+                       "HAProxy's CLI (socket path or host:port, level operator): after the "
+                       "billing stream reconnects, the records it lost in flight are read "
+                       "back from the ring; empty: they are lost"},
+    [O_BILLING_RING] = {"billing-ring", "GW_BILLING_RING", OPT_STR, "gw-billing", 0, 0,
+                        "name of HAProxy's billing ring (for --haproxy-cli)"},
+    [O_DEDUP] = {"billing-dedup", "GW_BILLING_DEDUP", OPT_UINT, "1048576", 16, 268435456,
+                 "request ids remembered to drop records delivered twice (must cover the "
+                 "ring: GW_BILLING_RING_BYTES / 150); 24 bytes each on disk, 32 in memory"},
 };
 
 static const struct options_program program = {
@@ -120,7 +132,7 @@ static void ensure_parent_dir(const char *path)
 /* Runs the gateway handler: snapshot store, crypt pool, then the server. */
 static int run_gateway(const char *const *values, const struct spoa_config *cfg)
 {
-    unsigned refresh, redis_db, balance_timeout, crypt_threads, spool_max_mb;
+    unsigned refresh, redis_db, balance_timeout, crypt_threads, spool_max_mb, dedup;
     bool traffic;
     char redis_host[256];
     int redis_port;
@@ -131,6 +143,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         !options_uint(program.name, &options[O_CRYPT_THREADS], values[O_CRYPT_THREADS],
                       &crypt_threads) ||
         !options_uint(program.name, &options[O_SPOOL_MAX], values[O_SPOOL_MAX], &spool_max_mb) ||
+        !options_uint(program.name, &options[O_DEDUP], values[O_DEDUP], &dedup) ||
         !options_bool(program.name, &options[O_TRAFFIC], values[O_TRAFFIC], &traffic))
         return 2;
     if (!values[O_POSTGRES_URI][0]) {
@@ -170,6 +183,9 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
             .redis_password = values[O_REDIS_PASSWORD],
             .redis_db = redis_db,
             .batch = 500,
+            .haproxy_cli = values[O_HAPROXY_CLI],
+            .ring = values[O_BILLING_RING],
+            .dedup_records = dedup,
         };
         billing = billing_start(&bcfg, &bstats);
         if (!billing) {
@@ -207,10 +223,12 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
              (unsigned long long)gstats.verdicts[5], (unsigned long long)gstats.balance_missing,
              (unsigned long long)gstats.balance_unreachable,
              (unsigned long long)gstats.balance_timeout);
-    log_info("billing: %llu records received, %llu billed, %llu pushed to Redis, %llu not "
-             "billed (refused requests), %llu malformed",
+    log_info("billing: %llu records received, %llu billed (%llu of them read back from the "
+             "ring), %llu pushed to Redis, %llu not billed (refused requests), %llu duplicates "
+             "dropped, %llu malformed",
              (unsigned long long)bstats.received, (unsigned long long)bstats.billed,
-             (unsigned long long)bstats.pushed, (unsigned long long)bstats.not_billed,
+             (unsigned long long)bstats.recovered, (unsigned long long)bstats.pushed,
+             (unsigned long long)bstats.not_billed, (unsigned long long)bstats.duplicates,
              (unsigned long long)bstats.malformed);
     return rc;
 }

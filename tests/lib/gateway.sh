@@ -97,7 +97,8 @@ start_agent() {
     start_bg agent "$GW_AGENT" --listen "127.0.0.1:$AGENT_PORT" --threads 2 \
         --postgres-uri "$POSTGRES_URI" --redis-addr "$REDIS_ADDR" \
         --snapshot-path "$GW_SNAPSHOT" --billing-listen "127.0.0.1:$BILLING_PORT" \
-        --spool-path "$GW_SPOOL" --shutdown-timeout 5 ${GW_AGENT_ARGS:-} "$@" || return 1
+        --spool-path "$GW_SPOOL" --haproxy-cli "$GW_TMP/haproxy.sock" \
+        --shutdown-timeout 5 ${GW_AGENT_ARGS:-} "$@" || return 1
     wait_port "$AGENT_PORT" 15 || { t_fail "agent did not listen"; return 1; }
 }
 

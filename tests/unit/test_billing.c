@@ -35,6 +35,26 @@ START_TEST(parse_and_json)
                      "\"duration\":10,\"status_code\":200,\"client_ip\":\"203.0.113.50\","
                      "\"timestamp\":1795656352917,"
                      "\"request_id\":\"0e2f8140-4762-4468-ba11-9910719407fd\"}");
+    /* and back: the id the agent remembers for a spooled record */
+    char id[64];
+    size_t idlen = billing_json_request_id(json, n, id, sizeof(id));
+    ck_assert_uint_eq(idlen, 36);
+    ck_assert_mem_eq(id, "0e2f8140-4762-4468-ba11-9910719407fd", 36);
+}
+END_TEST
+
+START_TEST(request_id_from_json_unescapes_and_refuses)
+{
+    char id[16];
+    const char *j = "{\"username\":\",\\\"request_id\\\":\\\"x\",\"request_id\":\"a\\\"b\\\\c\"}";
+    size_t n = billing_json_request_id(j, strlen(j), id, sizeof(id));
+    ck_assert_uint_eq(n, 5); /* the last key is ours, not one inside a value */
+    ck_assert_mem_eq(id, "a\"b\\c", 5);
+    ck_assert_uint_eq(billing_json_request_id("{}", 2, id, sizeof(id)), 0);
+    const char *cut = "{\"a\":1,\"request_id\":\"abc";
+    ck_assert_uint_eq(billing_json_request_id(cut, strlen(cut), id, sizeof(id)), 0);
+    const char *big = "{\"a\":1,\"request_id\":\"0123456789abcdefXYZ\"}";
+    ck_assert_uint_eq(billing_json_request_id(big, strlen(big), id, sizeof(id)), 0);
 }
 END_TEST
 
@@ -307,6 +327,7 @@ Suite *billing_suite(void)
     Suite *s = suite_create("billing");
     TCase *tc = tcase_create("record");
     tcase_add_test(tc, parse_and_json);
+    tcase_add_test(tc, request_id_from_json_unescapes_and_refuses);
     tcase_add_test(tc, refused_requests_are_not_billable);
     tcase_add_loop_test(tc, malformed_lines_refused, 0, sizeof(bad_lines) / sizeof(bad_lines[0]));
     tcase_add_test(tc, hostile_bytes_make_valid_json);
