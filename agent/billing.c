@@ -284,7 +284,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 static void replay_line(void *arg, const char *line, size_t len)
 {
     struct billing *b = arg;
-    if (len < 4 || memcmp(line, "gw1 ", 4) != 0) {
+    if (len < 4 || memcmp(line, "gw", 2) != 0 || line[3] != ' ') { /* gw1, gw2 */
         /* HAProxy's own lines in the ring, e.g. "12 events dropped" when it
          * was full: records HAProxy could not keep, worth saying loudly */
         if (b->replay_other++ < 5)

@@ -111,12 +111,40 @@ enum {
     F_OUT,
     F_IP,
     F_TS,
+    F_GW1_COUNT, /* gw1 ends here */
+    F_REQ_HEADERS = F_GW1_COUNT,
+    F_RES_HEADERS,
     F_COUNT
 };
 
-static const char *const field_names[F_COUNT] = {
-    "tag",    "request id", "verdict", "user",     "slug",      "country",   "session",  "duration",
-    "method", "target",     "status",  "bytes in", "bytes out", "client ip", "timestamp"};
+static const char *const field_names[F_COUNT] = {"tag",
+                                                 "request id",
+                                                 "verdict",
+                                                 "user",
+                                                 "slug",
+                                                 "country",
+                                                 "session",
+                                                 "duration",
+                                                 "method",
+                                                 "target",
+                                                 "status",
+                                                 "bytes in",
+                                                 "bytes out",
+                                                 "client ip",
+                                                 "timestamp",
+                                                 "request header count",
+                                                 "response header count"};
+
+/* HAProxy counts a message head as it holds it (HTX): the start line's three
+ * parts plus 20 bytes, each header's name and value, 1 byte for the end of
+ * the head. On the wire a head is the three parts plus 4 (two spaces, CRLF),
+ * each header as name ": " value CRLF, and a final CRLF: so the wire size is
+ * HAProxy's count - 15 + 4 per header line. */
+static uint64_t wire_bytes(uint64_t counted, bool have_headers, int64_t headers)
+{
+    if (!have_headers || headers < 0 || counted + 4 * (uint64_t)headers < 15) return counted;
+    return counted + 4 * (uint64_t)headers - 15;
+}
 
 int billing_record_parse(const char *line, size_t len, struct billing_record *r, char *buf,
                          size_t cap, const char **err)
@@ -152,12 +180,13 @@ int billing_record_parse(const char *line, size_t len, struct billing_record *r,
             return -1;
         }
     }
-    if (n != F_COUNT) {
-        *err = "too few fields";
+    bool gw2 = n > 0 && flen[F_TAG] == 3 && memcmp(f[F_TAG], "gw2", 3) == 0;
+    if (!gw2 && (n == 0 || flen[F_TAG] != 3 || memcmp(f[F_TAG], "gw1", 3) != 0)) {
+        *err = "not a gw1 or gw2 record";
         return -1;
     }
-    if (flen[F_TAG] != 3 || memcmp(f[F_TAG], "gw1", 3) != 0) {
-        *err = "not a gw1 record";
+    if (n != (gw2 ? F_COUNT : F_GW1_COUNT)) {
+        *err = n < (gw2 ? F_COUNT : F_GW1_COUNT) ? "too few fields" : "too many fields";
         return -1;
     }
 
@@ -190,10 +219,20 @@ int billing_record_parse(const char *line, size_t len, struct billing_record *r,
         bad = F_IP;
     else if (!parse_int(f[F_TS], flen[F_TS], &r->timestamp_ms))
         bad = F_TS;
+    int64_t req_headers = 0, res_headers = 0;
+    if (bad < 0 && gw2) {
+        if (!parse_int(f[F_REQ_HEADERS], flen[F_REQ_HEADERS], &req_headers) || req_headers < 0)
+            bad = F_REQ_HEADERS;
+        else if (!parse_int(f[F_RES_HEADERS], flen[F_RES_HEADERS], &res_headers) || res_headers < 0)
+            bad = F_RES_HEADERS;
+    }
     if (bad >= 0) {
         *err = field_names[bad];
         return -1;
     }
+    /* "-": no head was received (e.g. no response), nothing to convert */
+    r->bytes_in = wire_bytes(r->bytes_in, gw2 && f[F_REQ_HEADERS][0] != '-', req_headers);
+    r->bytes_out = wire_bytes(r->bytes_out, gw2 && f[F_RES_HEADERS][0] != '-', res_headers);
     return 0;
 }
 

@@ -3,18 +3,26 @@
  * (haproxy/gateway.cfg, log-format), and the reference's JSON object the
  * agent pushes to the Redis list traffic:logs.
  *
- * The line is "gw1" followed by space-separated fields; every string field is
+ * The line is "gw2" followed by space-separated fields; every string field is
  * base64 (so no byte of it can break the parsing) or "-" when absent:
  *
- *   gw1 <request-id> <verdict> <user> <slug> <country> <session> <duration>
+ *   gw2 <request-id> <verdict> <user> <slug> <country> <session> <duration>
  *       <method> <target> <status> <bytes-in> <bytes-out> <client-ip> <ts-ms>
+ *       <request-header-lines> <response-header-lines>
  *
- * verdict is the agent's txn.gw.status (only 200 is billed); bytes-in is
- * HAProxy's %U (bytes received from the client, headers included), bytes-out
- * %B (bytes sent to the client, headers included); for a CONNECT tunnel they
- * are the request line and headers plus the client's payload, and the "200
- * Connection established" response plus the payload from the target. ts-ms is
- * the accept time in milliseconds since the epoch.
+ * ("gw1", from configurations before the header counts, lacks the last two.)
+ * verdict is the agent's txn.gw.status (only 200 is billed). bytes-in is
+ * HAProxy's %U, bytes-out its %B: the bytes received from the client and
+ * from the upstream, where HAProxy counts a message head as it holds it
+ * (HTX), not as it was on the wire. With the header counts the parser turns
+ * them back into wire bytes (see wire_bytes in billing_record.c), so
+ * request_bytes is everything the client sent (head, body, and for a CONNECT
+ * tunnel all it sent through it) and response_bytes everything it received
+ * (for a tunnel: the "200 Connection established" head, then the payload).
+ * Exceptions, from HAProxy's counting: chunked bodies count without their
+ * chunk framing, and a head with unusual spacing ("Name:  value") counts as
+ * if it had the usual single space. ts-ms is the accept time in milliseconds
+ * since the epoch.
  */
 #ifndef GW_BILLING_RECORD_H
 #define GW_BILLING_RECORD_H

@@ -68,6 +68,29 @@ bad=$(jq -r 'select(.target_method == "GET") | select(.response_bytes < 100 or .
 assert_eq "" "$bad" "response_bytes within body + headers"
 t_end
 
+t_begin "request_bytes and response_bytes are the bytes on the wire (curl's own counts)"
+reset_logs
+head -c 50000 /dev/urandom >"$GW_TMP/body.bin"
+# wire <session> [curl args...]: one request; prints "sent received" as curl counted them
+wire() {
+    local session=$1
+    shift
+    curl -s -o /dev/null --max-time 10 -x "http://myuser-session-$session:mypassword@127.0.0.1:$GW_PORT" \
+        -w '%{size_request} %{size_header} %{size_download}\n' "$@" |
+        awk '{ print $1, $2 + $3 }'
+}
+declare -A sent
+sent[wget]=$(wire wget "http://127.0.0.1:$ORIGIN_PORT/bytes/1000")
+sent[wpost]=$(wire wpost --data-binary @"$GW_TMP/body.bin" "http://127.0.0.1:$ORIGIN_PORT/echo")
+sent[wtunnel]=$(wire wtunnel -p -H 'Connection: close' "http://127.0.0.1:$ORIGIN_PORT/bytes/100000")
+sent[wtunpost]=$(wire wtunpost -p -H 'Connection: close' --data-binary @"$GW_TMP/body.bin" "http://127.0.0.1:$ORIGIN_PORT/echo")
+wait_llen 4 10
+for s in wget wpost wtunnel wtunpost; do
+    got=$(redis_gw LRANGE traffic:logs 0 -1 | jq -r --arg s "$s" 'select(.session_id == $s) | "\(.request_bytes) \(.response_bytes)"')
+    assert_eq "${sent[$s]}" "$got" "$s: bytes sent and received, as curl counted them"
+done
+t_end
+
 t_begin "refused requests are not billed"
 reset_logs
 for u in myuser:wrong nobody:x myuser-country-XX:mypassword; do

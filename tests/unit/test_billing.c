@@ -86,7 +86,41 @@ static const char *const bad_lines[] = {
     "gw1 id 200 - - - - - - - 200 1 99999999999999999999 127.0.0.1 1", /* overflow */
     "gw1 id 2x0 - - - - - - - 200 1 1 127.0.0.1 1",                    /* not a number */
     "gw1 id\x01 200 - - - - - - - 200 1 1 127.0.0.1 1",                /* control byte in the id */
+    "gw2 id 200 - - - - - - - 200 1 1 127.0.0.1 1 5",                  /* gw2 without a count */
+    "gw2 id 200 - - - - - - - 200 1 1 127.0.0.1 1 5 -1",               /* negative count */
+    "gw2 id 200 - - - - - - - 200 1 1 127.0.0.1 1 x 0",                /* count not a number */
+    "gw3 id 200 - - - - - - - 200 1 1 127.0.0.1 1 5 0",                /* unknown version */
 };
+
+/* The figures HAProxy 2.6 logged for requests whose wire sizes curl
+ * reported (tests/integration/t_billing.sh checks the same live). */
+START_TEST(gw2_header_counts_give_wire_bytes)
+{
+    static const struct {
+        const char *line;
+        uint64_t in, out;
+    } cases[] = {
+        /* GET, 5 request headers (222 bytes sent), 4 response headers + 1000 body */
+        {"gw2 a 200 - - - - - R0VU - 200 217 1126 127.0.0.1 1 5 4", 222, 1127},
+        /* CONNECT, 4 headers; the upstream's 200 has none, then 1118 payload bytes */
+        {"gw2 b 200 - - - - - Q09OTkVDVA== - 200 302 1172 127.0.0.1 1 4 0", 303, 1157},
+        /* no response head (the upstream never answered): %B stays as counted */
+        {"gw2 c 200 - - - - - R0VU - 502 217 120 127.0.0.1 1 5 -", 222, 120},
+        /* gw1 lines (older configurations) are taken as counted */
+        {"gw1 d 200 - - - - - R0VU - 200 217 1126 127.0.0.1 1", 217, 1126},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct billing_record r;
+        char buf[BILLING_LINE_MAX];
+        const char *err = NULL;
+        const char *line = cases[i].line;
+        ck_assert_msg(billing_record_parse(line, strlen(line), &r, buf, sizeof(buf), &err) == 0,
+                      "%s: %s", line, err);
+        ck_assert_uint_eq(r.bytes_in, cases[i].in);
+        ck_assert_uint_eq(r.bytes_out, cases[i].out);
+    }
+}
+END_TEST
 
 START_TEST(malformed_lines_refused)
 {
@@ -328,6 +362,7 @@ Suite *billing_suite(void)
     TCase *tc = tcase_create("record");
     tcase_add_test(tc, parse_and_json);
     tcase_add_test(tc, request_id_from_json_unescapes_and_refuses);
+    tcase_add_test(tc, gw2_header_counts_give_wire_bytes);
     tcase_add_test(tc, refused_requests_are_not_billable);
     tcase_add_loop_test(tc, malformed_lines_refused, 0, sizeof(bad_lines) / sizeof(bad_lines[0]));
     tcase_add_test(tc, hostile_bytes_make_valid_json);
