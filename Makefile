@@ -30,7 +30,7 @@ endif
 BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-dev \
               libcrypt-dev libssl-dev
 RUN_PKGS   := haproxy redis-server postgresql curl openssl procps iproute2 ca-certificates socat jq
-TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev
+TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev docker-compose python3-yaml
 BENCH_PKGS := wrk squid apache2-utils gnuplot-nox
 
 # Programs with a main(); everything else in agent/ is the agent library.
@@ -112,7 +112,7 @@ build/asan/gw-agent: agent/main.c $(ASAN_OBJ)
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) $^ -o $@ $(LIBS)
 
 # The origin serves HTTPS too (test CA): it alone needs OpenSSL.
-tests/tools/origin: tests/tools/origin.c
+tests/tools/origin: tests/tools/origin.c | deps
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $^ -o $@ -lev -lssl -lcrypto
 
