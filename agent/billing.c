@@ -23,9 +23,9 @@
  * from it. Each time HAProxy (re)connects, the ring's retained records are
  * read back through HAProxy's CLI (billing_replay.c); every record, from the
  * stream or the read-back, passes the dedup window (dedup.c) and is spooled
- * only the first time. A record is spooled before its id is remembered and
- * ids are flushed before any push, so a kill in between leaves the record
- * in the spool, whose ids are remembered again at start.
+ * only the first time. A record is spooled before its id is remembered
+ * (both writes reach the page cache at once), so a kill in between leaves
+ * the record in the spool, whose ids are remembered again at start.
  */
 #include <errno.h>
 #include <hiredis/async.h>
@@ -382,7 +382,6 @@ static void push_cb(redisAsyncContext *ac, void *reply, void *privdata)
 /* Sends one batch as a transaction (see the top of the file). */
 static void push(struct billing *b)
 {
-    dedup_flush(b->dd); /* ids first: a pushed record must never look new again */
     if (!b->redis_ready || b->in_flight) return;
     size_t n = spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs + 2, b->lens + 2);
     if (n == 0) return;
@@ -551,7 +550,7 @@ static int open_dedup(struct billing *b)
             if (idlen) dedup_add(b->dd, id, idlen);
         }
     spool_rewind(b->sp);
-    return dedup_flush(b->dd);
+    return 0;
 }
 
 struct billing *billing_start(const struct billing_config *cfg, struct billing_stats *stats)

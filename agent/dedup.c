@@ -1,13 +1,14 @@
 /*
- * The billing dedup window (see dedup.h): a circle of slots, mirrored in a
- * file, and an open-addressing hash set (linear probing, backward-shift
- * deletion) of slot numbers for the lookups.
+ * The billing dedup window (see dedup.h): a circle of slots in a shared
+ * mapping of the file, and an open-addressing hash set (linear probing,
+ * backward-shift deletion) of slot numbers for the lookups.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,7 +20,7 @@
 #define MIN_CAP    16
 #define MAX_CAP    (1ull << 28)
 
-/* One id in the window. Stored as is in the file (host byte order: the file
+/* One id in the window, as stored in the file (host byte order: the file
  * never moves between machines). */
 struct slot {
     uint64_t seq; /* 0: empty */
@@ -30,13 +31,14 @@ struct dedup {
     int fd;
     char *path;
     uint64_t cap;
-    struct slot *slots;
-    uint32_t *table; /* slot number + 1; 0 is empty */
+    void *map; /* the whole file */
+    size_t map_len;
+    struct slot *slots; /* in map, after the header */
+    uint32_t *table;    /* slot number + 1; 0 is empty */
     uint64_t mask;
     uint64_t next; /* the slot the next id goes to */
     uint64_t seq;  /* the newest sequence */
     uint64_t count;
-    uint64_t dirty_from, dirty_n; /* slots added since the last flush */
 };
 
 static uint64_t fmix64(uint64_t k)
@@ -122,36 +124,12 @@ void dedup_add(struct dedup *d, const char *id, size_t len)
         if (found) table_delete(d, i);
         d->count--;
     }
-    s->seq = ++d->seq;
     s->h[0] = h[0];
     s->h[1] = h[1];
+    s->seq = ++d->seq;
     table_insert(d, p);
     d->count++;
     d->next = (p + 1) % d->cap;
-    if (d->dirty_n == 0) d->dirty_from = p;
-    if (d->dirty_n < d->cap) d->dirty_n++;
-}
-
-static int write_slots(struct dedup *d, uint64_t from, uint64_t n)
-{
-    size_t len = (size_t)n * sizeof(struct slot);
-    ssize_t w =
-        pwrite(d->fd, &d->slots[from], len, (off_t)(HEADER_LEN + from * sizeof(struct slot)));
-    if (w != (ssize_t)len) {
-        log_error("dedup %s: write: %s", d->path, w < 0 ? strerror(errno) : "short write");
-        return -1;
-    }
-    return 0;
-}
-
-int dedup_flush(struct dedup *d)
-{
-    if (!d->dirty_n) return 0;
-    uint64_t first = d->dirty_n < d->cap - d->dirty_from ? d->dirty_n : d->cap - d->dirty_from;
-    int rc = write_slots(d, d->dirty_from, first);
-    if (rc == 0 && first < d->dirty_n) rc = write_slots(d, 0, d->dirty_n - first);
-    d->dirty_n = 0;
-    return rc;
 }
 
 static int by_seq(const void *a, const void *b)
@@ -160,36 +138,66 @@ static int by_seq(const void *a, const void *b)
     return (x->seq > y->seq) - (x->seq < y->seq);
 }
 
-/* Lays out the ids read from a file of another capacity (or out of order):
- * the newest ones, oldest first, from slot 0. Then the whole file is
- * rewritten. */
-static int relayout(struct dedup *d, struct slot *old, uint64_t n_old)
-{
-    uint64_t n = 0;
-    for (uint64_t i = 0; i < n_old; i++)
-        if (old[i].seq) old[n++] = old[i];
-    qsort(old, n, sizeof(*old), by_seq);
-    uint64_t keep = n < d->cap ? n : d->cap;
-    memcpy(d->slots, old + (n - keep), keep * sizeof(*old));
-    d->next = keep % d->cap;
-    d->count = keep;
-    d->seq = keep ? d->slots[keep - 1].seq : 0;
-    if (ftruncate(d->fd, (off_t)(HEADER_LEN + d->cap * sizeof(struct slot))) != 0) return -1;
-    return write_slots(d, 0, d->cap);
-}
-
-static int write_header(struct dedup *d)
+static int write_header(int fd, uint64_t cap)
 {
     uint8_t h[HEADER_LEN];
     memcpy(h, MAGIC, 8);
     for (int i = 0; i < 8; i++)
-        h[8 + i] = (uint8_t)(d->cap >> (56 - 8 * i));
-    return pwrite(d->fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) ? 0 : -1;
+        h[8 + i] = (uint8_t)(cap >> (56 - 8 * i));
+    return pwrite(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) ? 0 : -1;
 }
 
-/* Reads an existing file into d. */
-static int load(struct dedup *d, uint64_t size, char *err, size_t errlen)
+/* A file written with another capacity: its newest ids, oldest first, from
+ * slot 0 of a file of the new size. */
+static int resize(struct dedup *d, uint64_t file_cap, uint64_t size, char *err, size_t errlen)
 {
+    uint64_t n = (size - HEADER_LEN) / sizeof(struct slot);
+    if (file_cap < n) n = file_cap;
+    struct slot *old = malloc((n ? n : 1) * sizeof(*old));
+    if (!old) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t len = (size_t)n * sizeof(*old);
+    int rc = -1;
+    if (pread(d->fd, old, len, HEADER_LEN) != (ssize_t)len) goto out;
+    uint64_t used = 0;
+    for (uint64_t i = 0; i < n; i++)
+        if (old[i].seq) old[used++] = old[i];
+    qsort(old, used, sizeof(*old), by_seq);
+    uint64_t keep = used < d->cap ? used : d->cap;
+    if (ftruncate(d->fd, HEADER_LEN) != 0 ||
+        ftruncate(d->fd, (off_t)(HEADER_LEN + d->cap * sizeof(struct slot))) != 0 ||
+        write_header(d->fd, d->cap) != 0)
+        goto out;
+    len = (size_t)keep * sizeof(*old);
+    if (pwrite(d->fd, old + (used - keep), len, HEADER_LEN) != (ssize_t)len) goto out;
+    log_warn("dedup %s: window of %llu ids resized to %llu", d->path, (unsigned long long)file_cap,
+             (unsigned long long)d->cap);
+    rc = 0;
+out:
+    if (rc != 0) snprintf(err, errlen, "%s: resizing: %s", d->path, strerror(errno));
+    free(old);
+    return rc;
+}
+
+/* Makes the file hold a window of d->cap slots: a new one, or the old one
+ * (resized when its capacity differs). */
+static int prepare_file(struct dedup *d, char *err, size_t errlen)
+{
+    struct stat st;
+    if (fstat(d->fd, &st) != 0) {
+        snprintf(err, errlen, "%s: %s", d->path, strerror(errno));
+        return -1;
+    }
+    uint64_t size = (uint64_t)st.st_size, want = HEADER_LEN + d->cap * sizeof(struct slot);
+    if (size < HEADER_LEN) {
+        if (write_header(d->fd, d->cap) != 0 || ftruncate(d->fd, (off_t)want) != 0) {
+            snprintf(err, errlen, "%s: cannot initialize: %s", d->path, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
     uint8_t h[HEADER_LEN];
     if (pread(d->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) || memcmp(h, MAGIC, 8) != 0) {
         snprintf(err, errlen, "%s: not a dedup window file (bad magic): move it away", d->path);
@@ -198,46 +206,8 @@ static int load(struct dedup *d, uint64_t size, char *err, size_t errlen)
     uint64_t file_cap = 0;
     for (int i = 0; i < 8; i++)
         file_cap = file_cap << 8 | h[8 + i];
-    uint64_t n = (size - HEADER_LEN) / sizeof(struct slot);
-    if (file_cap < n) n = file_cap;
-    struct slot *old = calloc(n ? n : 1, sizeof(*old));
-    if (!old) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    size_t len = (size_t)n * sizeof(*old);
-    if (pread(d->fd, old, len, HEADER_LEN) != (ssize_t)len) {
-        snprintf(err, errlen, "%s: read: %s", d->path, strerror(errno));
-        free(old);
-        return -1;
-    }
-    int rc = 0;
-    if (file_cap == d->cap && n == d->cap) {
-        /* the usual case: the same circle; the newest slot says where to go on */
-        memcpy(d->slots, old, len);
-        uint64_t newest = 0;
-        for (uint64_t i = 0; i < n; i++) {
-            if (!d->slots[i].seq) continue;
-            d->count++;
-            if (d->slots[i].seq > d->seq) {
-                d->seq = d->slots[i].seq;
-                newest = i;
-            }
-        }
-        d->next = d->count ? (newest + 1) % d->cap : 0;
-    } else {
-        log_warn("dedup %s: window of %llu ids resized to %llu", d->path,
-                 (unsigned long long)file_cap, (unsigned long long)d->cap);
-        if (write_header(d) != 0 || relayout(d, old, n) != 0) {
-            snprintf(err, errlen, "%s: rewrite: %s", d->path, strerror(errno));
-            rc = -1;
-        }
-    }
-    free(old);
-    if (rc == 0)
-        for (uint64_t i = 0; i < d->cap; i++)
-            if (d->slots[i].seq) table_insert(d, i);
-    return rc;
+    if (file_cap == d->cap && size == want) return 0;
+    return resize(d, file_cap, size, err, errlen);
 }
 
 struct dedup *dedup_open(const char *path, uint64_t capacity, char *err, size_t errlen)
@@ -250,51 +220,54 @@ struct dedup *dedup_open(const char *path, uint64_t capacity, char *err, size_t 
     struct dedup *d = calloc(1, sizeof(*d));
     if (!d) goto oom;
     d->fd = -1;
+    d->map = MAP_FAILED;
     d->cap = capacity;
     uint64_t tsize = 1;
     while (tsize < 2 * capacity)
         tsize <<= 1;
     d->mask = tsize - 1;
     d->path = strdup(path);
-    d->slots = calloc(capacity, sizeof(*d->slots));
     d->table = calloc(tsize, sizeof(*d->table));
-    if (!d->path || !d->slots || !d->table) goto oom;
+    if (!d->path || !d->table) goto oom;
     d->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    struct stat st;
-    if (d->fd < 0 || fstat(d->fd, &st) != 0) {
+    if (d->fd < 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         goto fail;
     }
-    if (st.st_size < HEADER_LEN) {
-        if (write_header(d) != 0 ||
-            ftruncate(d->fd, (off_t)(HEADER_LEN + capacity * sizeof(struct slot))) != 0) {
-            snprintf(err, errlen, "%s: cannot initialize: %s", path, strerror(errno));
-            goto fail;
-        }
-    } else if (load(d, (uint64_t)st.st_size, err, errlen) != 0) {
+    if (prepare_file(d, err, errlen) != 0) goto fail;
+    d->map_len = HEADER_LEN + capacity * sizeof(struct slot);
+    d->map = mmap(NULL, d->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, d->fd, 0);
+    if (d->map == MAP_FAILED) {
+        snprintf(err, errlen, "%s: mmap: %s", path, strerror(errno));
         goto fail;
     }
+    d->slots = (struct slot *)((char *)d->map + HEADER_LEN);
+    /* the newest slot says where to go on */
+    uint64_t newest = 0;
+    for (uint64_t i = 0; i < capacity; i++) {
+        if (!d->slots[i].seq) continue;
+        table_insert(d, i);
+        d->count++;
+        if (d->slots[i].seq > d->seq) {
+            d->seq = d->slots[i].seq;
+            newest = i;
+        }
+    }
+    d->next = d->count ? (newest + 1) % capacity : 0;
     return d;
 oom:
     snprintf(err, errlen, "out of memory for a window of %llu ids", (unsigned long long)capacity);
 fail:
-    if (d) {
-        if (d->fd >= 0) close(d->fd);
-        free(d->path);
-        free(d->slots);
-        free(d->table);
-        free(d);
-    }
+    dedup_close(d);
     return NULL;
 }
 
 void dedup_close(struct dedup *d)
 {
     if (!d) return;
-    dedup_flush(d);
-    close(d->fd);
+    if (d->map != MAP_FAILED) munmap(d->map, d->map_len);
+    if (d->fd >= 0) close(d->fd);
     free(d->path);
-    free(d->slots);
     free(d->table);
     free(d);
 }

@@ -13,7 +13,10 @@
  *
  * File: header "GWDEDUP1" | capacity (u64, big-endian), then `capacity`
  * slots of 24 bytes: sequence (u64, 0 = empty) | 16-byte hash of the id.
- * Slots are written in a circle; the highest sequence is the newest.
+ * Slots are written in a circle; the highest sequence is the newest. The
+ * slots are a shared mapping of the file: an id is in the page cache, and
+ * survives a SIGKILL, as soon as it is added; its pages are the kernel's to
+ * write back and to reclaim.
  *
  * Single-threaded: one owner (the billing thread).
  */
@@ -29,17 +32,13 @@ struct dedup;
 /* Opens or creates the window file for `capacity` ids (a file written with
  * another capacity keeps its newest ids). NULL with err on failure. */
 struct dedup *dedup_open(const char *path, uint64_t capacity, char *err, size_t errlen);
-/* Writes what is pending and closes. NULL is fine. */
+/* Unmaps and closes. NULL is fine. */
 void dedup_close(struct dedup *d);
 
 /* true when id is in the window. */
 bool dedup_seen(const struct dedup *d, const char *id, size_t len);
-/* Adds id (evicting the oldest when full); nothing when it is there already.
- * Written to the file on the next dedup_flush. */
+/* Adds id (evicting the oldest when full); nothing when it is there already. */
 void dedup_add(struct dedup *d, const char *id, size_t len);
-/* Writes the ids added since the last flush (one or two pwrite calls).
- * Returns -1 on a write error (logged). */
-int dedup_flush(struct dedup *d);
 
 uint64_t dedup_count(const struct dedup *d); /* ids in the window */
 
