@@ -33,6 +33,11 @@ svc_on_exit stop_bg agent TERM
 svc_on_exit stop_haproxy
 start_gateway_stack || { echo "run: the stack did not start; logs are in $GW_TMP" >&2; GW_KEEP=1; exit 1; }
 
+if [ -n "$GW_EXTERNAL_POSTGRES_URI" ]; then
+    customers="Customers: the external database's (sql/apply.sh --demo adds myuser / mypassword)."
+else
+    customers="Demo customer: myuser / mypassword (10 GB balance)."
+fi
 cat <<INFO
 
 Proxy gateway running on http://127.0.0.1:$PORT   (Ctrl-C stops everything)
@@ -46,7 +51,7 @@ Proxy gateway running on http://127.0.0.1:$PORT   (Ctrl-C stops everything)
   origin      http://127.0.0.1:$ORIGIN_PORT and https://localhost:$ORIGIN_TLS_PORT (test CA: $GW_CA)
   logs        $GW_TMP/*.log
 
-Demo customer: myuser / mypassword (10 GB balance). Try:
+$customers Try:
 
   curl http://127.0.0.1:$PORT/health
   curl -x "myuser-country-US-session-abc123-sessTime-10:mypassword@127.0.0.1:$PORT" http://127.0.0.1:$ORIGIN_PORT/bytes/64 | od -An -tx1 | head -2
@@ -54,7 +59,7 @@ Demo customer: myuser / mypassword (10 GB balance). Try:
   curl -x "myuser:mypassword@127.0.0.1:$PORT" -i http://127.0.0.1:$ORIGIN_PORT/hello
   curl -x "myuser:wrong@127.0.0.1:$PORT" -i http://127.0.0.1:$ORIGIN_PORT/hello      # 407
 
-Billing: redis-cli -p ${REDIS_PORT:-6379} LRANGE traffic:logs 0 -1 shows records not yet settled;
+Billing: redis-cli -h ${REDIS_ADDR%:*} -p ${REDIS_ADDR##*:} LRANGE traffic:logs 0 -1 shows records not yet settled;
 psql "$POSTGRES_URI" -c 'SELECT username, used_bytes FROM balances JOIN users ON users.id = user_id'
 
 The demo provider only reaches this machine's origin (no Internet here); with
