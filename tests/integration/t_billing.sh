@@ -148,6 +148,39 @@ assert_eq "$want" "$(redis_gw LRANGE traffic:logs 0 -1 | jq -r .request_id | sor
 grep -o 'read back [0-9]* lines of the ring gw-billing: [0-9]* records not seen before' "$GW_TMP/agent.log" | tail -1 | sed 's/^/    /'
 t_end
 
+# The ring keeps what ends while the agent is away: tunnels that close
+# during a 30 s agent outage (with refused requests streaming meanwhile) are
+# billed when it is back.
+t_begin "agent away for ${BILLING_DOWNTIME:-30} s under load: the tunnels that ended meanwhile are billed after the restart"
+reset_logs
+auth=$(printf 'myuser-session-held:mypassword' | base64 -w0)
+fds=()
+for i in $(seq 100); do
+    exec {fd}<>"/dev/tcp/127.0.0.1/$GW_PORT" || break
+    printf 'CONNECT 127.0.0.1:%s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nProxy-Authorization: Basic %s\r\n\r\n' \
+        "$ORIGIN_PORT" "$ORIGIN_PORT" "$auth" >&"$fd"
+    IFS= read -r -t 5 status <&"$fd" || status=
+    [[ $status == "HTTP/1.1 200"* ]] || { t_fail "tunnel $i: '$status'"; break; }
+    printf 'GET /bytes/%d HTTP/1.1\r\nHost: origin\r\n\r\n' "$((1000 + i))" >&"$fd"
+    fds+=("$fd")
+done
+assert_eq 100 "${#fds[@]}" "tunnels open"
+stop_bg agent TERM
+load 2000 away & # refused (503) meanwhile: records in the ring, none billable
+loader=$!
+sleep "${BILLING_DOWNTIME:-30}"
+wait "$loader"
+for fd in "${fds[@]}"; do exec {fd}>&-; done
+sleep 1
+assert_eq 0 "$(llen)" "nothing reaches Redis while the agent is away"
+assert_eq 0 "$(ok_count away)" "requests answered 200 while the agent was away"
+start_agent || t_fail "agent restart"
+wait_llen 100 30
+sleep 1
+assert_eq 100 "$(llen)" "one record per tunnel, after the restart"
+assert_eq 100 "$(redis_gw LRANGE traffic:logs 0 -1 | jq -r 'select(.session_id == "held") | .request_id' | sort -u | wc -l)" "distinct tunnel records"
+t_end
+
 t_begin "hostile values in every logged field still make valid JSON"
 reset_logs
 psql_gw "INSERT INTO users (username, password) VALUES (E'we\"ird\\\\us\\ter', 'pw')" >/dev/null
