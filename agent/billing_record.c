@@ -114,7 +114,9 @@ enum {
     F_GW1_COUNT, /* gw1 ends here */
     F_REQ_HEADERS = F_GW1_COUNT,
     F_RES_HEADERS,
-    F_COUNT
+    F_COUNT,
+    /* tag, id, "-", then status .. response header count */
+    NOT_FORWARDED_FIELDS = 3 + F_COUNT - F_STATUS
 };
 
 static const char *const field_names[F_COUNT] = {"tag",
@@ -184,6 +186,20 @@ int billing_record_parse(const char *line, size_t len, struct billing_record *r,
     if (!gw2 && (n == 0 || flen[F_TAG] != 3 || memcmp(f[F_TAG], "gw1", 3) != 0)) {
         *err = "not a gw1 or gw2 record";
         return -1;
+    }
+    /* gw2 of a request the gateway did not forward: "-" for the verdict's
+     * fields (haproxy/gateway.cfg sets them only when forwarding), then the
+     * last seven fields; nothing to bill */
+    if (gw2 && n == NOT_FORWARDED_FIELDS && flen[F_VERDICT] == 1 && f[F_VERDICT][0] == '-') {
+        if (!plain_token(f[F_ID], flen[F_ID], &r->request_id)) {
+            *err = field_names[F_ID];
+            return -1;
+        }
+        if (!parse_int(f[F_VERDICT + 1], flen[F_VERDICT + 1], &r->status)) {
+            *err = field_names[F_STATUS];
+            return -1;
+        }
+        return 0;
     }
     if (n != (gw2 ? F_COUNT : F_GW1_COUNT)) {
         *err = n < (gw2 ? F_COUNT : F_GW1_COUNT) ? "too few fields" : "too many fields";

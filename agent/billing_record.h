@@ -10,6 +10,8 @@
  *       <method> <target> <status> <bytes-in> <bytes-out> <client-ip> <ts-ms>
  *       <request-header-lines> <response-header-lines>
  *
+ * A request the gateway did not forward (refused, or no verdict) has a
+ * single "-" in place of <verdict> .. <target>: it is never billed.
  * ("gw1", from configurations before the header counts, lacks the last two.)
  * verdict is the agent's txn.gw.status (only 200 is billed). bytes-in is
  * HAProxy's %U, bytes-out its %B: the bytes received from the client and

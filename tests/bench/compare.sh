@@ -525,6 +525,10 @@ run_idle() { # <contender> <rep>
     fresh "$c" || { note "idle ${C_LABEL[$c]}: no fresh proxy"; return 0; }
     sleep 0.5
     before=$(group_status_kb VmRSS ${C_GROUPS[$c]})
+    # the gateway's figure includes the agent, whose growth is not per tunnel
+    # (its SPOE connection buffers grow with the setup burst): shown apart
+    local agent_before=NA agent_after=NA
+    [ "$c" = gateway ] && agent_before=$(group_status_kb VmRSS "$(bg_pid agent)")
     meas_begin ${C_GROUPS[$c]}
     : >"$out"
     "$TL" --proxy "127.0.0.1:${C_PORT[$c]}" --target "$ORIGIN" --auth "$(c_auth "$c")" \
@@ -545,6 +549,7 @@ run_idle() { # <contender> <rep>
     line=$(grep '^held=' "$out")
     sleep 2 # idle
     after=$(group_status_kb VmRSS ${C_GROUPS[$c]})
+    [ "$c" = gateway ] && agent_after=$(group_status_kb VmRSS "$(bg_pid agent)")
     kill -TERM "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     closed=$(kv closed_while_held "$(cat "$out")")
@@ -563,6 +568,12 @@ run_idle() { # <contender> <rep>
         "$M_STEAL" "${closed:-NA}"
     printf '  rep %s  idle     %-18s %s held (%s failed, %s closed early): %s KiB/tunnel, RSS %s -> %s kB, setup %6.0f/s\n' \
         "$rep" "${C_LABEL[$c]}" "$held" "$(kv failed "$line")" "${closed:-?}" "$kib" "$before" "$after" "$(kv rate "$line")"
+    if [ "$agent_before" != NA ] && [ "${held:-0}" -gt 0 ]; then
+        printf '           of it the agent: RSS %s -> %s kB (%s KiB/tunnel); HAProxy alone: %s KiB/tunnel\n' \
+            "$agent_before" "$agent_after" \
+            "$(awk -v a="$agent_after" -v b="$agent_before" -v n="$held" 'BEGIN { printf "%.2f", (a - b) / n }')" \
+            "$(awk -v a="$((after - agent_after))" -v b="$((before - agent_before))" -v n="$held" 'BEGIN { printf "%.2f", (a - b) / n }')"
+    fi
 }
 
 rotate() { # <rep>: the contenders, starting at a different one each repetition

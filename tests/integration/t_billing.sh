@@ -101,6 +101,7 @@ gw_status "$ME" "http://127.0.0.1:$ORIGIN_PORT/bytes/10" >/dev/null
 wait_llen 1 10
 sleep 1
 assert_eq 1 "$(llen)" "only the allowed request has a record"
+assert_eq "" "$(grep -m 3 'malformed record' "$GW_TMP/agent.log")" "refused requests' records parse (as not billable)"
 t_end
 
 t_begin "Redis away for 20 s in the middle of the load: nothing lost, nothing doubled"

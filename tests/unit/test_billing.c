@@ -70,6 +70,11 @@ START_TEST(refused_requests_are_not_billable)
     ck_assert_int_eq(billing_record_parse(noverdict, strlen(noverdict), &r, buf, sizeof(buf), &err),
                      0);
     ck_assert(!billing_record_billable(&r));
+    /* gw2: what HAProxy logs for a request it answered itself (407 here) */
+    static const char refused[] = "gw2 id2 - 407 181 205 127.0.0.1 1795656352917 5 -";
+    ck_assert_int_eq(billing_record_parse(refused, strlen(refused), &r, buf, sizeof(buf), &err), 0);
+    ck_assert(!billing_record_billable(&r));
+    ck_assert_int_eq(r.status, 407);
 }
 END_TEST
 
@@ -90,6 +95,8 @@ static const char *const bad_lines[] = {
     "gw2 id 200 - - - - - - - 200 1 1 127.0.0.1 1 5 -1",               /* negative count */
     "gw2 id 200 - - - - - - - 200 1 1 127.0.0.1 1 x 0",                /* count not a number */
     "gw3 id 200 - - - - - - - 200 1 1 127.0.0.1 1 5 0",                /* unknown version */
+    "gw2 id - 407 181 205 127.0.0.1 1 5",                              /* refused, a field short */
+    "gw2 id - 4x7 181 205 127.0.0.1 1 5 -",                            /* refused, bad status */
 };
 
 /* The figures HAProxy 2.6 logged for requests whose wire sizes curl

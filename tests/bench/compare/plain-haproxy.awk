@@ -9,9 +9,10 @@
 #     credentials) instead of the verdict's up_auth;
 #   - the gw-agents backend (SPOE connections, health checks) is dropped;
 #   - so is the billing that feeds the agent: the ring sections, "log
-#     ring@..." lines, the billing log-format (it reads txn.gw.*), the unique
-#     id and the txn.method variable that only the billing record uses. The
-#     per-request log line to the global log target stays (httplog format).
+#     ring@..." lines, the billing log-format, the unique id and the
+#     variables only the billing record uses (txn.bill, txn.req_headers,
+#     txn.res_headers). The per-request log line to the global log target
+#     stays (httplog format).
 # Everything else (timeouts, logging, the not-a-proxy-request and
 # target-is-the-gateway refusals, header clean-up, one upstream connection
 # per request, errorfiles) is left as it is.
@@ -20,7 +21,8 @@
 skip { next }
 /^[ \t]*log[ \t]+"?ring@/ { next }
 /^[ \t]*unique-id-format[ \t]/ { next }
-/^[ \t]*http-request[ \t]+set-var\(txn\.method\)/ { next }
+/^[ \t]*log-format[ \t]+"gw/ { next }
+/txn\.(bill|req_headers|res_headers)/ && !/^[ \t]*#/ { next }
 /^[ \t]*filter[ \t]+spoe/ { next }
 /send-spoe-group/ { next }
 /set-header Proxy-Authorization .*txn\.gw\.up_auth/ {
