@@ -53,6 +53,7 @@
 #define TAKE_BUF         (1u << 20) /* bytes of records per RPUSH, at most */
 #define JSON_MAX         (6 * BILLING_LINE_MAX + 512)
 #define SYNC_S           0.1
+#define PUSH_DELAY_S     0.01 /* records gather this long into one transaction */
 #define REDIS_RETRY_S    1.0
 #define PUSHED_KEY       "traffic:logs:pushed:"
 #define PUSHED_TTL_S     (30 * 24 * 3600) /* long after any restart that could need it */
@@ -77,7 +78,8 @@ struct billing {
     pthread_t thread;
     ev_async stop;
     ev_io accept_io;
-    ev_timer tick; /* fsync, resume after a full spool, retry pushes */
+    ev_timer tick;       /* fsync, resume after a full spool, retry pushes */
+    ev_timer push_delay; /* a push soon, not per record (push_soon) */
     ev_timer redis_retry;
     int lfd;
     struct spool *sp;
@@ -105,6 +107,7 @@ struct billing {
 
 static void redis_connect(struct billing *b);
 static void push(struct billing *b);
+static void push_soon(struct billing *b);
 static void start_replay(struct billing *b);
 
 /* --- the spool's fill level -------------------------------------------------------- */
@@ -246,7 +249,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     check_fill(c->b);
-    push(c->b);
+    push_soon(c->b);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -365,10 +368,14 @@ static void push_cb(redisAsyncContext *ac, void *reply, void *privdata)
     b->in_flight = false;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[0]->type == REDIS_REPLY_INTEGER) {
-        atomic_fetch_add_explicit(&b->stats->pushed, spool_taken(b->sp), memory_order_relaxed);
+        uint64_t n = spool_taken(b->sp);
+        atomic_fetch_add_explicit(&b->stats->pushed, n, memory_order_relaxed);
         spool_commit(b->sp);
         check_fill(b);
-        push(b);
+        if (n == b->cfg.batch)
+            push(b); /* a backlog: at full speed */
+        else
+            push_soon(b);
         return;
     }
     /* not acknowledged: push the same records again later */
@@ -377,6 +384,21 @@ static void push_cb(redisAsyncContext *ac, void *reply, void *privdata)
         log_error("billing: pushing to traffic:logs failed: %s", r->str);
     else if (r)
         log_error("billing: unexpected answer to a traffic:logs transaction (type %d)", r->type);
+}
+
+/* Records arrive one by one: pushing each at once would cost a Redis
+ * transaction per record. Pushes wait PUSH_DELAY_S so that they carry what
+ * arrived meanwhile (a full batch goes at once from push_cb). */
+static void push_soon(struct billing *b)
+{
+    if (!ev_is_active(&b->push_delay)) ev_timer_start(b->loop, &b->push_delay);
+}
+
+static void push_delay_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    push(t->data);
 }
 
 /* Sends one batch as a transaction (see the top of the file). */
@@ -582,10 +604,11 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
     ev_async_init(&b->stop, stop_cb);
     ev_io_init(&b->accept_io, accept_cb, b->lfd, EV_READ);
     ev_timer_init(&b->tick, tick_cb, SYNC_S, SYNC_S);
+    ev_timer_init(&b->push_delay, push_delay_cb, PUSH_DELAY_S, 0.);
     ev_timer_init(&b->redis_retry, redis_retry_cb, REDIS_RETRY_S, 0.);
     ev_timer_init(&b->replay_retry, replay_retry_cb, REPLAY_RETRY_S, 0.);
     b->stop.data = b->accept_io.data = b->tick.data = b->redis_retry.data = b;
-    b->replay_retry.data = b;
+    b->replay_retry.data = b->push_delay.data = b;
     ev_async_start(b->loop, &b->stop);
     ev_io_start(b->loop, &b->accept_io);
     ev_timer_start(b->loop, &b->tick);

@@ -12,8 +12,7 @@
 # Not run here: `make test` itself (CI runs it: .ci/run, checked below), the
 # docker commands of "Running with compose" (no container engine;
 # tests/integration/t_compose.sh checks the compose stack statically; its SQL
-# and curl commands are run here), and the curl of "What it is", whose
-# customer (alice / pw) no README step creates.
+# and curl commands are run here).
 # shellcheck disable=SC2016 # backquotes in single quotes are Markdown's
 set -u
 . "$(dirname "$0")/../lib/services.sh"
@@ -131,9 +130,10 @@ psql_file() {
 
 # --- 1. Usage -----------------------------------------------------------------------------
 
-mapfile -t USAGE < <(readme_commands "## Usage")
+# the example under "What it is" counts as one of them
+mapfile -t USAGE < <(readme_commands "## What it is"; readme_commands "## Usage")
 
-t_begin "## Usage: every curl example answers 200 through the gateway"
+t_begin "## What it is, ## Usage: every curl example answers 200 through the gateway"
 [ ${#USAGE[@]} -gt 0 ] || t_fail "README.md's ## Usage has no command in a \`\`\`sh block"
 for cmd in "${USAGE[@]}"; do
     if [[ $cmd != "curl "* ]]; then
