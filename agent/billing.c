@@ -45,6 +45,7 @@
 #include "billing_record.h"
 #include "billing_replay.h"
 #include "dedup.h"
+#include "ev_timer_once.h"
 #include "log.h"
 #include "spoa.h"
 #include "spool.h"
@@ -324,7 +325,7 @@ static void replay_done(void *arg, const struct replay_report *rep)
     push(b);
     if (rep->error || b->replay_cut) {
         if (++b->replay_tries < REPLAY_TRIES) {
-            ev_timer_start(b->loop, &b->replay_retry);
+            timer_once(b->loop, &b->replay_retry, REPLAY_RETRY_S);
         } else {
             log_error("billing: GAVE UP reading back the ring %s: records lost in flight when "
                       "HAProxy's stream dropped are not billed",
@@ -348,7 +349,8 @@ static void start_replay(struct billing *b)
     b->replay_billed = b->replay_other = 0;
     b->replay = replay_start(b->loop, b->cfg.haproxy_cli, b->cfg.ring, REPLAY_TIMEOUT_S,
                              replay_line, replay_done, b);
-    if (!b->replay && ++b->replay_tries < REPLAY_TRIES) ev_timer_start(b->loop, &b->replay_retry);
+    if (!b->replay && ++b->replay_tries < REPLAY_TRIES)
+        timer_once(b->loop, &b->replay_retry, REPLAY_RETRY_S);
 }
 
 static void replay_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -391,7 +393,7 @@ static void push_cb(redisAsyncContext *ac, void *reply, void *privdata)
  * arrived meanwhile (a full batch goes at once from push_cb). */
 static void push_soon(struct billing *b)
 {
-    if (!ev_is_active(&b->push_delay)) ev_timer_start(b->loop, &b->push_delay);
+    if (!ev_is_active(&b->push_delay)) timer_once(b->loop, &b->push_delay, PUSH_DELAY_S);
 }
 
 static void push_delay_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -464,7 +466,7 @@ static void redis_connected_cb(const redisAsyncContext *ac, int status)
         log_warn("billing: redis %s:%d: %s; records wait in the spool", b->cfg.redis_host,
                  b->cfg.redis_port, ac->errstr);
         b->redis = NULL;
-        ev_timer_start(b->loop, &b->redis_retry);
+        timer_once(b->loop, &b->redis_retry, REDIS_RETRY_S);
         return;
     }
     if (spool_pending_bytes(b->sp))
@@ -482,7 +484,7 @@ static void redis_disconnected_cb(const redisAsyncContext *ac, int status)
     b->in_flight = false;
     spool_rewind(b->sp); /* what was in flight: the GET after reconnecting tells */
     log_warn("billing: redis connection lost; records wait in the spool");
-    ev_timer_start(b->loop, &b->redis_retry);
+    timer_once(b->loop, &b->redis_retry, REDIS_RETRY_S);
 }
 
 static void redis_auth_cb(redisAsyncContext *ac, void *reply, void *privdata)
@@ -499,7 +501,7 @@ static void redis_connect(struct billing *b)
     redisAsyncContext *ac = redisAsyncConnect(b->cfg.redis_host, b->cfg.redis_port);
     if (!ac || ac->err) {
         if (ac) redisAsyncFree(ac);
-        ev_timer_start(b->loop, &b->redis_retry);
+        timer_once(b->loop, &b->redis_retry, REDIS_RETRY_S);
         return;
     }
     ac->data = b;

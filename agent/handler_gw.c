@@ -32,6 +32,7 @@
 #include <hiredis/adapters/libev.h>
 #pragma GCC diagnostic pop
 
+#include "ev_timer_once.h"
 #include "handler_gw.h"
 #include "log.h"
 #include "policy.h"
@@ -275,7 +276,7 @@ static void redis_connected_cb(const redisAsyncContext *ac, int status)
                  t->g->cfg->redis_port, ac->errstr);
         t->redis = NULL; /* hiredis frees the context after this callback */
         atomic_store(&t->g->stats->redis_ok, false);
-        if (!t->stopping) ev_timer_start(t->loop, &t->redis_retry);
+        if (!t->stopping) timer_once(t->loop, &t->redis_retry, REDIS_RETRY_S);
         return;
     }
     t->redis_ready = true;
@@ -291,7 +292,7 @@ static void redis_disconnected_cb(const redisAsyncContext *ac, int status)
         log_warn("redis connection lost: %s", ac->errstr);
         atomic_store(&t->g->stats->redis_ok, false);
     }
-    if (!t->stopping) ev_timer_start(t->loop, &t->redis_retry);
+    if (!t->stopping) timer_once(t->loop, &t->redis_retry, REDIS_RETRY_S);
 }
 
 static void auth_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
@@ -310,7 +311,7 @@ static void redis_connect(struct gw_thread *t)
         log_warn("redis %s:%d: %s", cfg->redis_host, cfg->redis_port,
                  ac ? ac->errstr : "out of memory");
         if (ac) redisAsyncFree(ac);
-        ev_timer_start(t->loop, &t->redis_retry);
+        timer_once(t->loop, &t->redis_retry, REDIS_RETRY_S);
         return;
     }
     ac->data = t;

@@ -23,8 +23,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ev_timer_once.h"
 #include "log.h"
 #include "spoa_worker.h"
+
+#define ACCEPT_RETRY_S 0.1 /* after EMFILE and the like, accepting pauses this long */
 
 struct server {
     const struct spoa_config *cfg;
@@ -209,7 +212,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_error("accept: %s; pausing accepts for 100 ms", strerror(errno));
                 ev_io_stop(loop, &s->accept_io);
-                ev_timer_start(loop, &s->accept_retry);
+                timer_once(loop, &s->accept_retry, ACCEPT_RETRY_S);
             } else if (errno != EAGAIN) {
                 log_error("accept: %s", strerror(errno));
             }
@@ -307,7 +310,7 @@ int spoa_server_run(const struct spoa_config *cfg, const struct spoa_handler *ha
     if (started < cfg->threads) goto stop_workers;
 
     ev_io_init(&s.accept_io, accept_cb, s.lfd, EV_READ);
-    ev_timer_init(&s.accept_retry, accept_retry_cb, 0.1, 0.);
+    ev_timer_init(&s.accept_retry, accept_retry_cb, ACCEPT_RETRY_S, 0.);
     ev_signal_init(&s.sigterm, signal_cb, SIGTERM);
     ev_signal_init(&s.sigint, signal_cb, SIGINT);
     ev_async_init(&s.stop, stop_cb);
