@@ -50,6 +50,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "pg.h"
 
 #define FETCH_ROWS           10000 /* balances rows per FETCH during a rebuild */
 #define STATEMENT_TIMEOUT_S  60
@@ -334,39 +335,6 @@ static void nap(struct worker *w, unsigned ms)
     }
 }
 
-/* PostgreSQL's message on one line. */
-static void one_line(char *out, size_t cap, const char *msg)
-{
-    size_t n = 0;
-    if (cap == 0) return;
-    for (const char *p = msg ? msg : "unknown error"; *p && n + 1 < cap; p++) {
-        bool space = *p == ' ' || *p == '\n' || *p == '\r' || *p == '\t';
-        if (space && (n == 0 || out[n - 1] == ' ')) continue;
-        out[n++] = space ? ' ' : *p;
-    }
-    while (n > 0 && out[n - 1] == ' ')
-        n--;
-    out[n] = '\0';
-}
-
-static void pg_notice(void *arg, const char *msg)
-{
-    char line[512];
-    (void)arg;
-    one_line(line, sizeof(line), msg);
-    log_warn("settle: PostgreSQL says: %s", line);
-}
-
-static int pg_exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
-{
-    PGresult *r = PQexec(c, sql);
-    ExecStatusType s = PQresultStatus(r);
-    int rc = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ? 0 : -1;
-    if (rc != 0) one_line(err, errlen, PQresultErrorMessage(r));
-    PQclear(r);
-    return rc;
-}
-
 static void pg_close(struct worker *w)
 {
     if (w->pg != NULL) PQfinish(w->pg);
@@ -388,46 +356,24 @@ static void redis_close(struct worker *w)
 
 static int pg_open(struct worker *w)
 {
-    char ct[16], err[512];
+    char err[512];
     unsigned s = (w->cfg->timeout_ms + 999) / 1000;
-    snprintf(ct, sizeof(ct), "%u", s < 2 ? 2 : s);
-    /* Defaults first: the URI (dbname, expanded) may override any of them. */
-    const char *keys[] = {"connect_timeout",
-                          "application_name",
-                          "keepalives",
-                          "keepalives_idle",
-                          "keepalives_interval",
-                          "keepalives_count",
-                          "tcp_user_timeout",
-                          "dbname",
-                          NULL};
-    const char *vals[] = {ct,      "gw-settle",          "1", "30", "10", "3",
-                          "30000", w->cfg->postgres_uri, NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    const struct pg_params p = {.uri = w->cfg->postgres_uri,
+                                .application_name = "gw-settle",
+                                .connect_timeout_s = s < 2 ? 2 : s,
+                                .statement_timeout_s = STATEMENT_TIMEOUT_S,
+                                .listen = "gw_balances",
+                                .log_prefix = "settle"};
+    PGconn *c = pg_connect(&p, err, sizeof(err));
     if (c == NULL) {
-        log_error("settle: PostgreSQL: out of memory");
-        return -1;
-    }
-    if (PQstatus(c) != CONNECTION_OK) {
-        one_line(err, sizeof(err), PQerrorMessage(c));
-        log_warn("settle: PostgreSQL: cannot connect: %s", err);
-        PQfinish(c);
-        return -1;
-    }
-    PQsetNoticeProcessor(c, pg_notice, NULL);
-    char set[64];
-    snprintf(set, sizeof(set), "SET statement_timeout = '%ds'", STATEMENT_TIMEOUT_S);
-    if (pg_exec_ok(c, set, err, sizeof(err)) != 0 ||
-        pg_exec_ok(c, "LISTEN gw_balances", err, sizeof(err)) != 0) {
         log_warn("settle: PostgreSQL: %s", err);
-        PQfinish(c);
         return -1;
     }
     /* Prepared once: planning the batch statement costs as much as a fifth
      * of running it. */
     PGresult *r = PQprepare(c, BATCH_STMT, settle_sql_batch, SETTLE_NPARAMS, NULL);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        one_line(err, sizeof(err), PQresultErrorMessage(r));
+        pg_message(err, sizeof(err), NULL, PQresultErrorMessage(r));
         log_error("settle: PostgreSQL: preparing the batch statement: %s", err);
         PQclear(r);
         PQfinish(c);
@@ -511,7 +457,7 @@ static void pg_service(struct worker *w)
     if (w->pg == NULL) return;
     if (!PQconsumeInput(w->pg)) {
         char err[256];
-        one_line(err, sizeof(err), PQerrorMessage(w->pg));
+        pg_message(err, sizeof(err), NULL, PQerrorMessage(w->pg));
         log_warn("settle: PostgreSQL connection lost: %s", err);
         pg_close(w);
         return;
@@ -534,13 +480,13 @@ static enum outcome rebuild_cache(struct worker *w)
     int64_t start = now_ms();
     uint64_t sets = 0;
     enum outcome o = OK;
-    if (pg_exec_ok(w->pg, "BEGIN READ ONLY", err, sizeof(err)) != 0) goto pg_fail;
+    if (pg_command(w->pg, "BEGIN READ ONLY", err, sizeof(err)) != 0) goto pg_fail;
     {
         struct settle_buf sql = {0};
         settle_buf_put(&sql, "DECLARE gw_settle_balances NO SCROLL CURSOR FOR ", 48);
         settle_buf_put(&sql, settle_sql_balances, strlen(settle_sql_balances));
         const char *q = settle_buf_str(&sql);
-        int rc = q ? pg_exec_ok(w->pg, q, err, sizeof(err)) : -1;
+        int rc = q ? pg_command(w->pg, q, err, sizeof(err)) : -1;
         settle_buf_free(&sql);
         if (q == NULL) return FATAL;
         if (rc != 0) goto pg_fail;
@@ -550,7 +496,7 @@ static enum outcome rebuild_cache(struct worker *w)
         snprintf(fetch, sizeof(fetch), "FETCH FORWARD %d FROM gw_settle_balances", FETCH_ROWS);
         PGresult *res = PQexec(w->pg, fetch);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            one_line(err, sizeof(err), PQresultErrorMessage(res));
+            pg_message(err, sizeof(err), NULL, PQresultErrorMessage(res));
             PQclear(res);
             goto pg_fail;
         }
@@ -578,7 +524,7 @@ static enum outcome rebuild_cache(struct worker *w)
         if (o != OK) break;
         if (rows < FETCH_ROWS) break;
     }
-    if (pg_exec_ok(w->pg, "COMMIT", err, sizeof(err)) != 0) goto pg_fail;
+    if (pg_command(w->pg, "COMMIT", err, sizeof(err)) != 0) goto pg_fail;
     if (o != OK) return o;
     int64_t took = now_ms() - start;
     w->st->rebuilds++;
@@ -593,7 +539,7 @@ pg_fail:
         return PG_DOWN;
     }
     log_error("settle: PostgreSQL: balance cache rebuild: %s", err);
-    pg_exec_ok(w->pg, "ROLLBACK", err, sizeof(err));
+    pg_command(w->pg, "ROLLBACK", err, sizeof(err));
     return o != OK ? o : PG_RETRY;
 }
 
@@ -680,7 +626,7 @@ static enum outcome run_sql(struct worker *w, const uint32_t *idx, size_t n,
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         char line[400];
-        one_line(line, sizeof(line), PQresultErrorMessage(res));
+        pg_message(line, sizeof(line), NULL, PQresultErrorMessage(res));
         snprintf(msg, msglen, "%s (SQLSTATE %s)", line, state ? state : "none");
         *fault = settle_sql_fault(state);
         PQclear(res);

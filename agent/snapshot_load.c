@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pg.h"
 
 #define FETCH_ROWS          50000 /* rows per FETCH from a cursor */
 #define DEFAULT_REFRESH_S   60
@@ -65,80 +66,16 @@ struct snapshot_loader {
     uint32_t last_load_ms;
 };
 
-/* PostgreSQL's message on one line, without the trailing newline. */
-static void pg_err(char *err, size_t errlen, const char *what, const char *msg)
-{
-    snprintf(err, errlen, "%s: %s", what, msg != NULL && msg[0] ? msg : "unknown error");
-    /* white space runs (libpq's line breaks and tabs) as one space */
-    size_t n = 0;
-    for (const char *p = err; *p; p++) {
-        bool space = *p == ' ' || *p == '\n' || *p == '\r' || *p == '\t';
-        if (space && (n == 0 || err[n - 1] == ' ')) continue;
-        err[n++] = space ? ' ' : *p;
-    }
-    while (n > 0 && err[n - 1] == ' ')
-        n--;
-    err[n] = '\0';
-}
-
-/* Runs a statement that returns no rows; 0, or -1 with err set. */
-static int pg_command(PGconn *c, const char *sql, char *err, size_t errlen)
-{
-    PGresult *res = PQexec(c, sql);
-    int rc = 0;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        pg_err(err, errlen, sql, res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c));
-        rc = -1;
-    }
-    PQclear(res);
-    return rc;
-}
-
-/* Server messages outside a query (a FATAL before the server closes the
- * connection, say) go to the log instead of libpq's default, stderr. */
-static void pg_notice(void *arg, const char *msg)
-{
-    char line[512];
-    (void)arg;
-    pg_err(line, sizeof(line), "PostgreSQL says", msg);
-    log_warn("snapshot: %s", line);
-}
-
 /* Connects and LISTENs. NULL with err set on failure. */
-static PGconn *pg_connect(const struct snapshot_loader *l, char *err, size_t errlen)
+static PGconn *loader_connect(const struct snapshot_loader *l, char *err, size_t errlen)
 {
-    char ct[16];
-    snprintf(ct, sizeof(ct), "%u", l->connect_s);
-    /* Defaults first: the URI (dbname, expanded) may override any of them. */
-    const char *keys[] = {"connect_timeout",
-                          "application_name",
-                          "keepalives",
-                          "keepalives_idle",
-                          "keepalives_interval",
-                          "keepalives_count",
-                          "tcp_user_timeout",
-                          "dbname",
-                          NULL};
-    const char *vals[] = {ct, "gw-agent snapshot", "1", "30", "10", "3", "30000", l->uri, NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (c == NULL) {
-        snprintf(err, errlen, "connect: out of memory");
-        return NULL;
-    }
-    if (PQstatus(c) != CONNECTION_OK) {
-        pg_err(err, errlen, "connect", PQerrorMessage(c));
-        PQfinish(c);
-        return NULL;
-    }
-    PQsetNoticeProcessor(c, pg_notice, NULL);
-    char set[64];
-    snprintf(set, sizeof(set), "SET statement_timeout = '%ds'", STATEMENT_TIMEOUT_S);
-    if (pg_command(c, set, err, errlen) != 0 ||
-        pg_command(c, "LISTEN gw_snapshot", err, errlen) != 0) {
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
+    const struct pg_params p = {.uri = l->uri,
+                                .application_name = "gw-agent snapshot",
+                                .connect_timeout_s = l->connect_s,
+                                .statement_timeout_s = STATEMENT_TIMEOUT_S,
+                                .listen = "gw_snapshot",
+                                .log_prefix = "snapshot"};
+    return pg_connect(&p, err, errlen);
 }
 
 /* Reads every pending notification; true when there was one. A broken
@@ -230,8 +167,10 @@ static long pg_rows(PGconn *c, const char *sql, struct snapshot_builder *b,
 {
     PGresult *res = PQexec(c, sql);
     long n = -1;
+    char what[64];
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        pg_err(err, errlen, sql, res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        pg_message(err, errlen, pg_statement(sql, what, sizeof(what)),
+                   res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c));
     else if (add(b, res) != 0)
         snprintf(err, errlen, "out of memory building the snapshot");
     else
@@ -340,7 +279,7 @@ static struct snapshot *current(struct snapshot_store *st);
 /* Connects when needed and loads; on a broken connection, drops it. */
 static struct snapshot *attempt(struct snapshot_loader *l, char *err, size_t errlen)
 {
-    if (l->conn == NULL) l->conn = pg_connect(l, err, errlen);
+    if (l->conn == NULL) l->conn = loader_connect(l, err, errlen);
     if (l->conn == NULL) return NULL;
     drain_notifies(l->conn); /* what this load will see anyway */
     int64_t t0 = snapshot_mono_ms();
@@ -436,7 +375,7 @@ static void publish_loaded(struct snapshot_loader *l, struct snapshot *s)
 static void lost(struct snapshot_loader *l)
 {
     char msg[512];
-    pg_err(msg, sizeof(msg), "connection", PQerrorMessage(l->conn));
+    pg_message(msg, sizeof(msg), "connection", PQerrorMessage(l->conn));
     log_warn("snapshot: lost the PostgreSQL connection (%s); keeping the current snapshot, "
              "reconnecting",
              msg);

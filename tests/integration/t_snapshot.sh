@@ -19,7 +19,7 @@ SNAP_FILE=$GW_TMP/snapshot.bin
 PROBE_LOG=$GW_TMP/probe.log
 REFRESH=2
 # The objects the snapshot module needs (see agent/snapshot*.c includes).
-PROBE_OBJS=(snapshot snapshot_file snapshot_load iptrie template country log rendezvous)
+PROBE_OBJS=(snapshot snapshot_file snapshot_load pg iptrie template country log rendezvous)
 
 # --- the probe ---------------------------------------------------------------------------
 
