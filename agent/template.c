@@ -246,6 +246,8 @@ static bool template_host_ok(const char *h, size_t n)
         char tmp[INET6_ADDRSTRLEN];
         unsigned char addr[16];
         if (n < 4 || h[n - 1] != ']' || n - 2 >= sizeof(tmp)) return false;
+        /* inet_pton would stop at a NUL and accept what precedes it */
+        if (memchr(h + 1, '\0', n - 2) != NULL) return false;
         memcpy(tmp, h + 1, n - 2);
         tmp[n - 2] = '\0';
         return inet_pton(AF_INET6, tmp, addr) == 1;

@@ -231,6 +231,9 @@ static const struct {
      FAIL("rendered upstream host is not a host name or [IPv6] literal")},
     {"", W_HOST, LIT("[::1"), FAIL("rendered upstream host is not a host name or [IPv6] literal")},
     {"", W_HOST, LIT("[]"), FAIL("rendered upstream host is not a host name or [IPv6] literal")},
+    /* a NUL inside the brackets ended inet_pton's input early: "[::1\0junk]" passed (fuzzer) */
+    {"", W_HOST, LIT("[::1\0junk]"),
+     FAIL("rendered upstream host is not a host name or [IPv6] literal")},
     {"", W_HOST, LIT("[1.2.3.4]"),
      FAIL("rendered upstream host is not a host name or [IPv6] literal")},
     {"", W_HOST, LIT("ho st"), FAIL("rendered upstream host is not a host name or [IPv6] literal")},
