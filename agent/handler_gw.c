@@ -458,7 +458,10 @@ static void on_health(struct gw_thread *t, struct spoa_req *req)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    int64_t age = (now_ms - snapshot_loaded_at_ms(snap)) / 1000;
+    /* since the data was last read or confirmed unchanged (an empty delta) */
+    int64_t fresh_ms = snapshot_loaded_at_ms(snap);
+    if (st.last_ok_ms > fresh_ms) fresh_ms = st.last_ok_ms;
+    int64_t age = (now_ms - fresh_ms) / 1000;
 
     set_int(req, "proxy_count", (int64_t)snapshot_provider_count(snap));
     set_int(req, "user_count", (int64_t)snapshot_user_count(snap));

@@ -169,11 +169,15 @@ static void snapshot_destroy(struct snapshot *s)
     region_free(s->urec, s->urec_cap);
     region_free(s->slots, s->slots_bytes);
     arena_free(s->arena);
-    iptrie_free(s->trie);
-    free(s->ips);
-    free(s->provs);
-    free(s->global);
-    free(s->country);
+    if (s->base != NULL) {
+        snapshot_release(s->base); /* the whitelist and providers are the base's */
+    } else {
+        iptrie_free(s->trie);
+        free(s->ips);
+        free(s->provs);
+        free(s->global);
+        free(s->country);
+    }
     free(s);
 }
 
@@ -198,24 +202,46 @@ static uint64_t user_hash(const struct snapshot *s, const char *name, size_t len
     return rendezvous_siphash(s->key[0], s->key[1], name, len);
 }
 
-static const struct snap_user *user_at(const struct snapshot *s, uint64_t slot)
+static const struct user_rec *user_at(const struct snapshot *s, uint64_t slot)
 {
-    return (const struct snap_user *)(const void *)(s->urec +
-                                                    ((uint32_t)slot - 1) * (size_t)USER_REC_ALIGN);
+    return (const struct user_rec *)(const void *)(s->urec +
+                                                   ((uint32_t)slot - 1) * (size_t)USER_REC_ALIGN);
 }
 
-const struct snap_user *snapshot_user(const struct snapshot *s, const char *name, size_t len)
+/* The record for name in s's own table (h: its hash under s's key), removed
+ * ones included; NULL when there is none. */
+static const struct user_rec *user_find(const struct snapshot *s, uint64_t h, const char *name,
+                                        size_t len)
 {
-    if (s == NULL || s->n_users == 0 || name == NULL || len == 0) return NULL;
-    uint64_t h = user_hash(s, name, len);
+    if (s->slots == NULL) return NULL;
     uint64_t tag = h >> 32;
     for (size_t i = (size_t)h & s->slot_mask;; i = (i + 1) & s->slot_mask) {
         uint64_t slot = s->slots[i];
         if (slot == 0) return NULL;
         if (slot >> 32 != tag) continue;
-        const struct snap_user *u = user_at(s, slot);
-        if (u->username_len == len && memcmp(u->username, name, len) == 0) return u;
+        const struct user_rec *r = user_at(s, slot);
+        if (r->pub.username_len == len && memcmp(r->pub.username, name, len) == 0) return r;
     }
+}
+
+/* A delta shares its base's hash key, so one hash serves both tables. */
+const struct snap_user *snapshot_user(const struct snapshot *s, const char *name, size_t len)
+{
+    if (s == NULL || name == NULL || len == 0) return NULL;
+    uint64_t h = user_hash(s, name, len);
+    const struct user_rec *r = user_find(s, h, name, len);
+    if (r == NULL && s->base != NULL) r = user_find(s->base, h, name, len);
+    return r != NULL && !r->removed ? &r->pub : NULL;
+}
+
+bool snapshot_delta_has(const struct snapshot *s, const char *name, size_t len)
+{
+    return s->base != NULL && user_find(s, user_hash(s, name, len), name, len) != NULL;
+}
+
+size_t snapshot_delta_size(const struct snapshot *s)
+{
+    return s != NULL && s->base != NULL ? s->n_delta : 0;
 }
 
 bool snapshot_ip_allowed(const struct snapshot *s, int family, const uint8_t *addr)
@@ -268,6 +294,7 @@ static const char *const table_name[T_COUNT] = {"users", "authorized_ips", "prox
 
 struct snapshot_builder {
     struct snapshot *s;
+    struct snapshot *prev;     /* a delta's: whose changes it carries over */
     uint32_t skipped[T_COUNT]; /* rows skipped per table, for the log limit */
     uint32_t host_bits;        /* CIDRs with host bits set, for the log limit */
 };
@@ -313,7 +340,32 @@ void snapshot_builder_abort(struct snapshot_builder *b)
 {
     if (b == NULL) return;
     snapshot_destroy(b->s);
+    snapshot_release(b->prev);
     free(b);
+}
+
+struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t loaded_at_ms)
+{
+    struct snapshot_builder *b = snapshot_builder_new(loaded_at_ms);
+    if (b == NULL) return NULL;
+    struct snapshot *s = b->s, *whole = prev->base != NULL ? prev->base : prev;
+    iptrie_free(s->trie);
+    s->trie = whole->trie;
+    s->ips = whole->ips;
+    s->n_ips = whole->n_ips;
+    s->provs = whole->provs;
+    s->n_provs = whole->n_provs;
+    s->global = whole->global;
+    s->n_global = whole->n_global;
+    s->country = whole->country;
+    s->n_country = whole->n_country;
+    s->skips = whole->skips;
+    memcpy(s->key, whole->key, sizeof(s->key));
+    snapshot_retain(whole);
+    s->base = whole;
+    snapshot_retain(prev);
+    b->prev = prev;
+    return b;
 }
 
 void snapshot_builder_add_skips(struct snapshot_builder *b, const struct snapshot_skips *k)
@@ -343,20 +395,10 @@ static bool is_crypt_hash(const char *p, size_t len)
            has_prefix(p, len, "$5$") || has_prefix(p, len, "$6$") || has_prefix(p, len, "$y$");
 }
 
-int snapshot_builder_user(struct snapshot_builder *b, const struct snapshot_user_row *r)
+/* Appends a record for r (removed: a delta's tombstone, without password). */
+static int add_user_rec(struct snapshot *s, const struct snapshot_user_row *r, bool removed)
 {
-    struct snapshot *s = b->s;
-    if (r->is_active == SNAPSHOT_FALSE) return 0;
-    if (r->username == NULL || r->username_len == 0) {
-        skip(b, T_USERS, &s->skips.bad_user, r->id, "empty username");
-        return 0;
-    }
-    size_t plen = r->password != NULL ? r->password_len : 0;
-    if (r->username_len > USER_STR_MAX || plen > USER_STR_MAX) {
-        skip(b, T_USERS, &s->skips.bad_user, r->id, "username or password longer than %u bytes",
-             USER_STR_MAX);
-        return 0;
-    }
+    size_t plen = r->password != NULL && !removed ? r->password_len : 0;
     size_t size = sizeof(struct user_rec) + r->username_len + 1 + plen + 1;
     size = (size + USER_REC_ALIGN - 1) / USER_REC_ALIGN * USER_REC_ALIGN;
     if (size > UREC_MAX - s->urec_len) return -1;
@@ -372,6 +414,7 @@ int snapshot_builder_user(struct snapshot_builder *b, const struct snapshot_user
     str[r->username_len + 1 + plen] = '\0';
     rec->size = (uint32_t)size;
     rec->dup = false;
+    rec->removed = removed;
     struct snap_user *u = &rec->pub;
     u->id = r->id;
     u->username_len = r->username_len;
@@ -382,11 +425,37 @@ int snapshot_builder_user(struct snapshot_builder *b, const struct snapshot_user
     return 0;
 }
 
+/* In a delta, a user whose row is gone, inactive or bad leaves a removed
+ * record behind (the base may still have it); a whole snapshot leaves it out. */
+int snapshot_builder_user(struct snapshot_builder *b, const struct snapshot_user_row *r)
+{
+    struct snapshot *s = b->s;
+    bool delta = s->base != NULL;
+    if (r->username == NULL || r->username_len == 0) {
+        if (r->is_active != SNAPSHOT_FALSE)
+            skip(b, T_USERS, &s->skips.bad_user, r->id, "empty username");
+        return 0;
+    }
+    if (r->username_len > USER_STR_MAX) { /* never in a base either */
+        if (r->is_active != SNAPSHOT_FALSE)
+            skip(b, T_USERS, &s->skips.bad_user, r->id, "username longer than %u bytes",
+                 USER_STR_MAX);
+        return 0;
+    }
+    if (r->is_active == SNAPSHOT_FALSE) return delta ? add_user_rec(s, r, true) : 0;
+    if (r->password != NULL && r->password_len > USER_STR_MAX) {
+        skip(b, T_USERS, &s->skips.bad_user, r->id, "password longer than %u bytes", USER_STR_MAX);
+        return delta ? add_user_rec(s, r, true) : 0;
+    }
+    return add_user_rec(s, r, false);
+}
+
 int snapshot_builder_ip(struct snapshot_builder *b, const struct snapshot_ip_row *r)
 {
     struct snapshot *s = b->s;
     char shown[80];
     struct ip_prefix p;
+    if (s->base != NULL) return -1; /* a delta shares its base's whitelist */
     if (r->is_active == SNAPSHOT_FALSE) return 0;
     if (r->ip == NULL || iptrie_parse_cidr(r->ip, r->ip_len, &p) != 0) {
         skip(b, T_IPS, &s->skips.bad_cidr, r->id, "ip '%s' is not an IP address or CIDR",
@@ -501,6 +570,7 @@ int snapshot_builder_provider(struct snapshot_builder *b, const struct snapshot_
 {
     struct snapshot *s = b->s;
     char shown[80];
+    if (s->base != NULL) return -1; /* a delta shares its base's providers */
     /* NULL flags read as the column defaults: visible, enabled, not global */
     if (r->is_visible == SNAPSHOT_FALSE || r->is_disabled == SNAPSHOT_TRUE) return 0;
     if (r->port_min < 1 || r->port_max > 65535 || r->port_min > r->port_max) {
@@ -575,11 +645,34 @@ int snapshot_builder_provider(struct snapshot_builder *b, const struct snapshot_
     return 0;
 }
 
+/* A delta carries its predecessor's changes over, after its own (so its
+ * own win: the first of two records for one username is the one indexed). */
+static int carry_over(struct snapshot *s, const struct snapshot *prev)
+{
+    if (prev == NULL || prev->base == NULL) return 0;
+    for (size_t off = 0; off < prev->urec_len;) {
+        const struct user_rec *rec = (const void *)(prev->urec + off);
+        off += rec->size;
+        if (rec->dup) continue;
+        if (rec->size > UREC_MAX - s->urec_len) return -1;
+        char *m = region_grow(s->urec, &s->urec_cap, s->urec_len + rec->size);
+        if (m == NULL) return -1;
+        s->urec = m;
+        memcpy(m + s->urec_len, rec, rec->size); /* index_users re-points its strings */
+        s->urec_len += rec->size;
+        s->n_users++;
+    }
+    return 0;
+}
+
 /* Points each record at its strings and fills the hash table; a repeated
- * username is marked and left out (the first one wins). */
+ * username is marked and left out (the first one wins; in a delta that is
+ * the newest change, and nothing is counted as skipped). A delta's n_users
+ * is its base's, plus its users the base lacks, minus the ones it removes. */
 static int index_users(struct snapshot_builder *b)
 {
     struct snapshot *s = b->s;
+    ptrdiff_t change = 0;
     size_t nslots = 16;
     while (nslots < 2 * s->n_users)
         nslots *= 2;
@@ -595,7 +688,7 @@ static int index_users(struct snapshot_builder *b)
         uint64_t h = user_hash(s, u->username, u->username_len);
         size_t j = (size_t)h & s->slot_mask;
         for (; s->slots[j] != 0; j = (j + 1) & s->slot_mask) {
-            const struct snap_user *o = user_at(s, s->slots[j]);
+            const struct snap_user *o = &user_at(s, s->slots[j])->pub;
             if (s->slots[j] >> 32 == h >> 32 && o->username_len == u->username_len &&
                 memcmp(o->username, u->username, u->username_len) == 0) {
                 rec->dup = true;
@@ -604,15 +697,25 @@ static int index_users(struct snapshot_builder *b)
         }
         if (rec->dup) {
             char shown[80];
-            skip(b, T_USERS, &s->skips.duplicate, u->id, "username '%s' already loaded",
-                 snapshot_printable(u->username, u->username_len, shown, sizeof(shown)));
+            if (s->base == NULL)
+                skip(b, T_USERS, &s->skips.duplicate, u->id, "username '%s' already loaded",
+                     snapshot_printable(u->username, u->username_len, shown, sizeof(shown)));
         } else {
             s->slots[j] = (h >> 32) << 32 | (uint64_t)(off / USER_REC_ALIGN + 1);
             kept++;
+            if (s->base != NULL) {
+                bool in_base = user_find(s->base, h, u->username, u->username_len) != NULL;
+                change += rec->removed ? -(ptrdiff_t)in_base : !in_base;
+            }
         }
         off += rec->size;
     }
-    s->n_users = kept;
+    if (s->base != NULL) {
+        s->n_delta = kept;
+        s->n_users = (size_t)((ptrdiff_t)s->base->n_users + change);
+    } else {
+        s->n_users = kept;
+    }
     return 0;
 }
 
@@ -717,8 +820,9 @@ struct snapshot *snapshot_builder_finish(struct snapshot_builder *b, snapshot_re
                                          void *arg)
 {
     if (b == NULL) return NULL;
-    if (index_users(b) != 0 ||
-        finish_providers(b, resolve != NULL ? resolve : snapshot_resolve_dns, arg) != 0) {
+    if (carry_over(b->s, b->prev) != 0 || index_users(b) != 0 ||
+        (b->s->base == NULL &&
+         finish_providers(b, resolve != NULL ? resolve : snapshot_resolve_dns, arg) != 0)) {
         snapshot_builder_abort(b);
         return NULL;
     }
@@ -728,6 +832,7 @@ struct snapshot *snapshot_builder_finish(struct snapshot_builder *b, snapshot_re
                      b->skipped[t] - SKIP_LOG_MAX, table_name[t]);
     }
     struct snapshot *s = b->s;
+    snapshot_release(b->prev);
     free(b);
     return s;
 }

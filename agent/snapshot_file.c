@@ -140,6 +140,24 @@ static void pack_str(msgpack_packer *pk, const char *s, size_t len)
     msgpack_pack_str_body(pk, s, len);
 }
 
+/* The users in s's own table, but those shadow (a delta) has a record for;
+ * removed ones never. */
+static void pack_users(msgpack_packer *pk, struct enc *e, const struct snapshot *s,
+                       const struct snapshot *shadow)
+{
+    for (size_t off = 0; off < s->urec_len && !e->failed;) {
+        const struct user_rec *rec = (const void *)(s->urec + off);
+        const struct snap_user *u = &rec->pub;
+        off += rec->size;
+        if (rec->dup || rec->removed) continue;
+        if (shadow != NULL && snapshot_delta_has(shadow, u->username, u->username_len)) continue;
+        msgpack_pack_array(pk, USER_FIELDS);
+        msgpack_pack_int32(pk, u->id);
+        pack_str(pk, u->username, u->username_len);
+        pack_str(pk, u->password, u->password_len);
+    }
+}
+
 /* The body; returns 0, or -1 when the sink failed. */
 static int encode_body(const struct snapshot *s, int64_t written_at_ms, struct enc *e)
 {
@@ -185,16 +203,9 @@ static int encode_body(const struct snapshot *s, int64_t written_at_ms, struct e
         msgpack_pack_int32(&pk, s->ips[i].id);
         pack_str(&pk, s->ips[i].text, s->ips[i].len);
     }
-    for (size_t off = 0; off < s->urec_len && !e->failed;) {
-        const struct user_rec *rec = (const void *)(s->urec + off);
-        const struct snap_user *u = &rec->pub;
-        off += rec->size;
-        if (rec->dup) continue;
-        msgpack_pack_array(&pk, USER_FIELDS);
-        msgpack_pack_int32(&pk, u->id);
-        pack_str(&pk, u->username, u->username_len);
-        pack_str(&pk, u->password, u->password_len);
-    }
+    /* a delta: the base's users it does not change, then its own */
+    if (s->base != NULL) pack_users(&pk, e, s->base, s);
+    pack_users(&pk, e, s, NULL);
     return e->failed ? -1 : 0;
 }
 

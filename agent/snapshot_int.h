@@ -35,6 +35,8 @@ struct user_rec {
     struct snap_user pub;
     uint32_t size; /* bytes of the whole record, a multiple of 8 */
     bool dup;      /* a repeated username: kept in place, never indexed */
+    bool removed;  /* in a delta: the user is gone (deleted, inactive, or its
+                      row is now bad); lookups find no one */
 };
 
 #define USER_REC_ALIGN 8
@@ -70,6 +72,14 @@ struct snapshot {
     size_t n_provs, provs_cap;
     const struct snap_provider **global, **country; /* into provs, sorted by slug */
     size_t n_global, n_country;
+
+    /* A delta (snapshot_builder_delta): urec and slots hold only the users
+     * that changed since base was loaded, the gone ones as removed records;
+     * any other username is looked up in base, whose hash key, whitelist and
+     * providers this snapshot borrows. base is a whole snapshot (never a
+     * delta) and is held by a reference. NULL: a whole snapshot. */
+    struct snapshot *base;
+    size_t n_delta; /* records in a delta's table, removed ones included */
 };
 
 void snapshot_retain(struct snapshot *s);
@@ -95,6 +105,20 @@ void snapshot_builder_add_skips(struct snapshot_builder *b, const struct snapsho
 struct snapshot *snapshot_builder_finish(struct snapshot_builder *b, snapshot_resolve_fn resolve,
                                          void *arg);
 void snapshot_builder_abort(struct snapshot_builder *b);
+
+/*
+ * A builder for a delta on top of prev (whole or itself a delta): feed it
+ * the current row of every user that changed (is_active SNAPSHOT_FALSE for a
+ * user that was deleted or deactivated) with snapshot_builder_user, then
+ * snapshot_builder_finish. The result holds prev's changes plus these (these
+ * win), over prev's whole snapshot; whitelist, providers and the skip counts
+ * of the last whole load are shared with it. No ip or provider rows.
+ */
+struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t loaded_at_ms);
+/* Records in a delta's own table (0 for a whole snapshot). */
+size_t snapshot_delta_size(const struct snapshot *s);
+/* Whether the delta s has a record (changed or removed) for name. */
+bool snapshot_delta_has(const struct snapshot *s, const char *name, size_t len);
 
 struct snapshot_loader; /* snapshot_load.c: the refresh thread and its connection */
 

@@ -46,6 +46,9 @@
 #include "pg.h"
 
 #define FETCH_ROWS          50000 /* rows per FETCH from a cursor */
+#define DELTA_MAX_ROWS      10000 /* changed users read as a delta; more: a whole load */
+#define DELTA_MAX_SIZE      50000 /* changes a delta may carry; more: a whole load */
+#define WHOLE_EVERY         20    /* a whole load at least every this many refresh_s */
 #define DEFAULT_REFRESH_S   60
 #define DEFAULT_CONNECT_S   5
 #define FIRST_BACKOFF_MS    1000
@@ -64,7 +67,17 @@ struct snapshot_loader {
     atomic_bool stopping;
     bool save_first; /* the first snapshot came from PostgreSQL: write the file */
     uint32_t last_load_ms;
+    /* Deltas (sql/migrations/004): when gw_user_changes is there and
+     * readable, a change to users only reads the changed users. */
+    bool log_ok;          /* seen by the last whole load */
+    int64_t cursor;       /* txid_snapshot_xmin of the last read of users */
+    int64_t last_whole;   /* monotonic ms when the last whole load ended */
+    int64_t last_save;    /* monotonic ms of the last snapshot file write */
+    bool dirty;           /* a delta was published since that write */
 };
+
+/* What a notification on gw_snapshot says changed (its payload is the table). */
+enum { CHANGED_USERS = 1, CHANGED_OTHER = 2 };
 
 /* Connects and LISTENs. NULL with err set on failure. */
 static PGconn *loader_connect(const struct snapshot_loader *l, char *err, size_t errlen)
@@ -78,18 +91,18 @@ static PGconn *loader_connect(const struct snapshot_loader *l, char *err, size_t
     return pg_connect(&p, err, errlen);
 }
 
-/* Reads every pending notification; true when there was one. A broken
- * connection shows in PQstatus afterwards. */
-static bool drain_notifies(PGconn *c)
+/* Reads every pending notification; returns CHANGED_* bits, 0 when there
+ * was none. A broken connection shows in PQstatus afterwards. */
+static unsigned drain_notifies(PGconn *c)
 {
-    bool any = false;
+    unsigned changed = 0;
     PGnotify *n;
     PQconsumeInput(c);
     while ((n = PQnotifies(c)) != NULL) {
-        any = true;
+        changed |= strcmp(n->extra, "users") == 0 ? CHANGED_USERS : CHANGED_OTHER;
         PQfreemem(n);
     }
-    return any;
+    return changed;
 }
 
 static const char *val(const PGresult *res, int row, int col, size_t *len)
@@ -230,19 +243,48 @@ static int resolve_with_fallback(void *arg, const char *host, char addr[46])
 }
 
 /*
+ * Inside a load's transaction, before anything else: whether gw_user_changes
+ * exists and may be read, and the transaction's snapshot xmin. Every
+ * transaction this one cannot see has an xid >= xmin, so the next delta
+ * reads the change rows from there on (sql/migrations/004).
+ */
+static int change_log_state(PGconn *c, bool *log_ok, int64_t *xmin, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(c, "SELECT CASE WHEN to_regclass('gw_user_changes') IS NULL THEN false "
+                              "ELSE has_table_privilege(to_regclass('gw_user_changes'), 'SELECT') "
+                              "END, txid_snapshot_xmin(txid_current_snapshot())");
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        pg_message(err, errlen, "reading the transaction's xmin",
+                   res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        rc = -1;
+    } else {
+        *log_ok = bval(res, 0, 0) == SNAPSHOT_TRUE;
+        *xmin = ival(res, 0, 1);
+    }
+    PQclear(res);
+    return rc;
+}
+
+/*
  * One load: the three tables in one read-only REPEATABLE READ transaction,
  * then DNS (falling back to prev's addresses). NULL-flag semantics are the builder's (NULL
  * is_active counts as true), so the WHERE clauses say IS NOT FALSE. Returns the snapshot, or NULL
  * with err set.
  */
-static struct snapshot *pg_load(PGconn *c, const struct snapshot *prev, char *err, size_t errlen)
+static struct snapshot *pg_load(struct snapshot_loader *l, const struct snapshot *prev, char *err,
+                                size_t errlen)
 {
+    PGconn *c = l->conn;
     struct snapshot_builder *b = snapshot_builder_new(snapshot_wall_ms());
     if (b == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
     int rc = pg_command(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen);
+    bool log_ok = false;
+    int64_t cursor = 0;
+    if (rc == 0) rc = change_log_state(c, &log_ok, &cursor, err, errlen);
     if (rc == 0 &&
         pg_rows(c,
                 "SELECT id, base_url, name, slug, username, password, url_template, port_min, "
@@ -270,23 +312,145 @@ static struct snapshot *pg_load(PGconn *c, const struct snapshot *prev, char *er
         return NULL;
     }
     struct snapshot *s = snapshot_builder_finish(b, resolve_with_fallback, (void *)prev);
-    if (s == NULL) snprintf(err, errlen, "out of memory building the snapshot");
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory building the snapshot");
+    } else {
+        l->log_ok = log_ok;
+        l->cursor = cursor;
+    }
     return s;
+}
+
+/* Why a delta was not possible (a whole load follows). */
+enum delta_result { DELTA_OK, DELTA_WHOLE, DELTA_FAILED };
+
+/*
+ * One delta: the users named in gw_user_changes since l->cursor, as they
+ * are now, in one REPEATABLE READ transaction, on top of prev. *out is the
+ * new snapshot (NULL when nothing changed). DELTA_WHOLE (with err saying
+ * why) when a whole load is needed instead: too many changes, a TRUNCATE,
+ * or the log cannot be read; DELTA_FAILED when the connection broke.
+ */
+static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *prev,
+                                  struct snapshot **out, size_t *changed, char *err,
+                                  size_t errlen)
+{
+    PGconn *c = l->conn;
+    *out = NULL;
+    *changed = 0;
+    bool log_ok;
+    int64_t cursor;
+    if (pg_command(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen) != 0 ||
+        change_log_state(c, &log_ok, &cursor, err, errlen) != 0)
+        goto whole;
+    if (!log_ok) {
+        snprintf(err, errlen, "gw_user_changes is gone or not readable");
+        goto whole;
+    }
+    char since[24], limit[24];
+    snprintf(since, sizeof(since), "%lld", (long long)l->cursor);
+    snprintf(limit, sizeof(limit), "%d", DELTA_MAX_ROWS + 1);
+    const char *params[2] = {since, limit};
+    PGresult *res = PQexecParams(c,
+                                 "SELECT c.username, u.id, u.password, u.is_active "
+                                 "FROM (SELECT DISTINCT username FROM gw_user_changes "
+                                 "WHERE xid >= $1::bigint) c "
+                                 "LEFT JOIN users u ON u.username = c.username "
+                                 "ORDER BY c.username NULLS FIRST LIMIT $2::bigint",
+                                 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        pg_message(err, errlen, "reading gw_user_changes",
+                   res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        PQclear(res);
+        goto whole;
+    }
+    int n = PQntuples(res);
+    if (n > 0 && PQgetisnull(res, 0, 0)) {
+        snprintf(err, errlen, "a statement changed more users than a delta lists");
+        PQclear(res);
+        goto whole;
+    }
+    if (n > DELTA_MAX_ROWS || snapshot_delta_size(prev) + (size_t)n > DELTA_MAX_SIZE) {
+        snprintf(err, errlen, "%s%d users changed", n > DELTA_MAX_ROWS ? "more than " : "",
+                 n > DELTA_MAX_ROWS ? DELTA_MAX_ROWS : n + (int)snapshot_delta_size(prev));
+        PQclear(res);
+        goto whole;
+    }
+    struct snapshot_builder *b = n > 0 ? snapshot_builder_delta(prev, snapshot_wall_ms()) : NULL;
+    if (n > 0 && b == NULL) {
+        PQclear(res);
+        snprintf(err, errlen, "out of memory");
+        goto whole;
+    }
+    for (int i = 0; i < n; i++) {
+        bool gone = PQgetisnull(res, i, 1);
+        struct snapshot_user_row r = {.id = (int32_t)ival(res, i, 1),
+                                      .is_active = gone ? SNAPSHOT_FALSE : bval(res, i, 3)};
+        r.username = val(res, i, 0, &r.username_len);
+        r.password = val(res, i, 2, &r.password_len);
+        if (snapshot_builder_user(b, &r) != 0) {
+            snapshot_builder_abort(b);
+            PQclear(res);
+            snprintf(err, errlen, "out of memory");
+            goto whole;
+        }
+    }
+    PQclear(res);
+    if (pg_command(c, "COMMIT", err, errlen) != 0) {
+        snapshot_builder_abort(b);
+        goto whole;
+    }
+    if (b != NULL && (*out = snapshot_builder_finish(b, NULL, NULL)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return DELTA_WHOLE;
+    }
+    l->cursor = cursor;
+    *changed = (size_t)n;
+    return DELTA_OK;
+whole:
+    if (PQstatus(c) != CONNECTION_OK) return DELTA_FAILED;
+    if (PQtransactionStatus(c) != PQTRANS_IDLE) {
+        char ignored[64];
+        pg_command(c, "ROLLBACK", ignored, sizeof(ignored));
+    }
+    return DELTA_WHOLE;
 }
 
 static struct snapshot *current(struct snapshot_store *st);
 
-/* Connects when needed and loads; on a broken connection, drops it. */
-static struct snapshot *attempt(struct snapshot_loader *l, char *err, size_t errlen)
+/*
+ * Connects when needed and loads: a delta when whole is false, the
+ * connection was already there and the last whole load saw the change log;
+ * else, or when the delta cannot be had, a whole load. *changed is the
+ * number of users a delta read, SIZE_MAX after a whole load. Returns the new
+ * snapshot; NULL with err "" when a delta found nothing changed; NULL with
+ * err set on failure (a broken connection is dropped).
+ */
+static struct snapshot *attempt(struct snapshot_loader *l, bool whole, size_t *changed, char *err,
+                                size_t errlen)
 {
-    if (l->conn == NULL) l->conn = loader_connect(l, err, errlen);
-    if (l->conn == NULL) return NULL;
-    drain_notifies(l->conn); /* what this load will see anyway */
+    err[0] = '\0';
+    *changed = 0;
+    if (l->conn == NULL) {
+        whole = true; /* notifications may have been missed meanwhile */
+        if ((l->conn = loader_connect(l, err, errlen)) == NULL) return NULL;
+    }
     int64_t t0 = snapshot_mono_ms();
     struct snapshot *prev = l->st ? current(l->st) : NULL; /* none at the first load */
-    struct snapshot *s = pg_load(l->conn, prev, err, errlen);
+    struct snapshot *s = NULL;
+    enum delta_result dr = DELTA_WHOLE;
+    if (!whole && prev != NULL && l->log_ok) {
+        char why[512];
+        dr = pg_delta(l, prev, &s, changed, why, sizeof(why));
+        if (dr == DELTA_WHOLE) log_info("snapshot: reading every user: %s", why);
+        if (dr == DELTA_FAILED) snprintf(err, errlen, "%s", why);
+    }
+    if (dr == DELTA_WHOLE) {
+        s = pg_load(l, prev, err, errlen);
+        *changed = SIZE_MAX;
+    }
     snapshot_release(prev);
-    if (s != NULL) {
+    if (s != NULL || err[0] == '\0') {
         int64_t d = snapshot_mono_ms() - t0;
         l->last_load_ms = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
     } else if (PQstatus(l->conn) != CONNECTION_OK) {
@@ -320,6 +484,8 @@ static void log_loaded(const struct snapshot *s, uint32_t ms, uint64_t generatio
 
 static void save(struct snapshot_loader *l, const struct snapshot *s)
 {
+    l->dirty = false;
+    l->last_save = snapshot_mono_ms();
     if (l->path == NULL) return;
     char err[512];
     int64_t t0 = snapshot_mono_ms();
@@ -348,26 +514,47 @@ static void set_failed(struct snapshot_store *st, bool count)
     pthread_mutex_unlock(&st->mu);
 }
 
-static void publish_loaded(struct snapshot_loader *l, struct snapshot *s)
+/*
+ * After a successful load: s is the new snapshot (NULL: a delta found no
+ * change, the current one is confirmed up to date). changed is what attempt
+ * said. The file is written after a whole load, and after deltas at most
+ * once per refresh interval (a million users take a while to write).
+ */
+static void loaded(struct snapshot_loader *l, struct snapshot *s, size_t changed)
 {
     struct snapshot_store *st = l->st;
     pthread_mutex_lock(&st->mu);
     bool was_ok = st->status.postgres_ok, was_disk = st->status.from_disk;
     st->status.postgres_ok = true;
-    st->status.from_disk = false;
     st->status.loads_ok++;
-    st->status.last_ok_ms = snapshot_loaded_at_ms(s);
+    st->status.last_ok_ms = snapshot_wall_ms();
     st->status.last_load_ms = l->last_load_ms;
+    if (s != NULL) st->status.from_disk = false;
     pthread_mutex_unlock(&st->mu);
-    snapshot_retain(s); /* ours, for the file */
-    snapshot_store_publish(st, s);
-    struct snapshot_store_status now;
-    snapshot_store_status(st, &now);
     if (!was_ok)
         log_info("snapshot: PostgreSQL is reachable again%s",
-                 was_disk ? "; no longer serving the snapshot file's stale data" : "");
-    log_loaded(s, l->last_load_ms, now.generation);
-    save(l, s);
+                 was_disk && s != NULL ? "; no longer serving the snapshot file's stale data" : "");
+    if (s == NULL) {
+        log_debug("snapshot: no user changed (checked in %u ms)", l->last_load_ms);
+    } else {
+        snapshot_retain(s); /* ours, for the file */
+        snapshot_store_publish(st, s);
+        struct snapshot_store_status now;
+        snapshot_store_status(st, &now);
+        if (changed == SIZE_MAX)
+            log_loaded(s, l->last_load_ms, now.generation);
+        else
+            log_info("snapshot: generation %llu from PostgreSQL in %u ms: %zu changed users "
+                     "applied (%zu changes since the last whole load); %zu users",
+                     (unsigned long long)now.generation, l->last_load_ms, changed,
+                     snapshot_delta_size(s), snapshot_user_count(s));
+        l->dirty = true;
+    }
+    if (l->dirty && (changed == SIZE_MAX || snapshot_mono_ms() - l->last_save >= l->refresh_ms)) {
+        struct snapshot *cur = s != NULL ? s : current(st);
+        save(l, cur);
+        if (s == NULL) snapshot_release(cur);
+    }
     snapshot_release(s);
 }
 
@@ -404,6 +591,9 @@ static void *loader_main(void *arg)
     int64_t due = now + (healthy ? l->refresh_ms : backoff); /* next load attempt */
     int64_t gap = l->last_load_ms; /* least time between a load's end and a triggered one */
     int64_t last_end = now;
+    unsigned pending = 0; /* CHANGED_* notified since the last load began */
+    bool need_whole = false; /* a whole load failed: the next one is whole too */
+    l->last_whole = l->last_save = now;
     char err[1024];
 
     while (!atomic_load(&l->stopping)) {
@@ -427,25 +617,39 @@ static void *loader_main(void *arg)
             if (fds[1].revents == 0) continue;
             /* a closed connection shows as readable; the check at the top
              * of the loop sees it broken then */
-            if (drain_notifies(l->conn)) {
+            unsigned changed = drain_notifies(l->conn);
+            if (changed) {
+                pending |= changed;
                 int64_t at = last_end + gap;
                 if (at < due) due = at;
             }
             continue;
         }
 
-        struct snapshot *s = attempt(l, err, sizeof(err));
+        /* Users alone changed, or the periodic refresh: a delta will do,
+         * unless the whole snapshot is WHOLE_EVERY refreshes old. */
+        if (l->conn != NULL) pending |= drain_notifies(l->conn);
+        bool whole = need_whole || (pending & CHANGED_OTHER) != 0 ||
+                     now - l->last_whole >= WHOLE_EVERY * l->refresh_ms;
+        pending = 0;
+        size_t changed;
+        struct snapshot *s = attempt(l, whole, &changed, err, sizeof(err));
         now = snapshot_mono_ms();
-        if (s != NULL) {
-            publish_loaded(l, s);
+        if (s != NULL || err[0] == '\0') {
+            if (changed == SIZE_MAX) {
+                l->last_whole = now;
+                need_whole = false;
+            }
+            loaded(l, s, changed);
             backoff = 0;
             last_end = snapshot_mono_ms();
             gap = l->last_load_ms;
             due = last_end + l->refresh_ms;
             /* commits that landed during the load */
-            if (l->conn != NULL && drain_notifies(l->conn)) due = last_end + gap;
+            if (l->conn != NULL && (pending = drain_notifies(l->conn)) != 0) due = last_end + gap;
             continue;
         }
+        need_whole = need_whole || whole;
         set_failed(l->st, true);
         backoff = backoff == 0 ? FIRST_BACKOFF_MS : backoff * 2;
         if (backoff > l->refresh_ms) backoff = l->refresh_ms;
@@ -501,7 +705,8 @@ struct snapshot_store *snapshot_store_start(const struct snapshot_store_config *
     }
 
     char err[1024];
-    struct snapshot *s = attempt(l, err, sizeof(err));
+    size_t changed;
+    struct snapshot *s = attempt(l, true, &changed, err, sizeof(err));
     bool from_disk = false;
     if (s == NULL) {
         log_error("snapshot: cannot load the first snapshot from PostgreSQL: %s", err);
@@ -576,6 +781,11 @@ void snapshot_store_stop(struct snapshot_store *st)
         ssize_t w = write(l->wake[1], "x", 1);
         (void)w; /* a full pipe already wakes it */
         if (l->thread_started) pthread_join(l->thread, NULL);
+        if (l->dirty) { /* deltas not yet in the file */
+            struct snapshot *cur = current(st);
+            save(l, cur);
+            snapshot_release(cur);
+        }
         loader_free(l);
     }
     snapshot_store_free(st);

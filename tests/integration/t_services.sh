@@ -43,10 +43,10 @@ out=$(db_apply 2>&1)
 rc=$?
 assert_eq 0 "$rc" "apply.sh exit status"
 assert_match 'applied schema\.sql' "$out" "schema applied"
-for m in 001_notify_triggers 002_indexes 003_traffic_request_id; do
+for m in 001_notify_triggers 002_indexes 003_traffic_request_id 004_user_changes; do
     assert_match "applied migration $m" "$out" "migration $m applied"
 done
-assert_eq "001_notify_triggers 002_indexes 003_traffic_request_id" \
+assert_eq "001_notify_triggers 002_indexes 003_traffic_request_id 004_user_changes" \
     "$(psql_gw "SELECT string_agg(version, ' ' ORDER BY version) FROM schema_migrations")" \
     "schema_migrations rows"
 
@@ -56,7 +56,7 @@ rc=$?
 assert_eq 0 "$rc" "apply.sh exit status"
 assert_match 'nothing to apply' "$out" "says nothing to apply"
 if [[ $out =~ applied ]]; then t_fail "second run applied something" "$out"; fi
-assert_eq 3 "$(psql_gw 'SELECT count(*) FROM schema_migrations')" "schema_migrations rows"
+assert_eq 4 "$(psql_gw 'SELECT count(*) FROM schema_migrations')" "schema_migrations rows"
 
 t_begin "tables, columns and indexes exist"
 assert_eq "authorized_ips balances proxies schema_migrations traffic_logs users" \
@@ -224,7 +224,7 @@ psql -X -q -v ON_ERROR_STOP=1 -d "$legacy_uri" \
 out=$("$GW_ROOT/sql/apply.sh" "$legacy_uri" 2>&1)
 assert_eq 0 "$?" "exit status"
 if [[ $out =~ schema\.sql ]]; then t_fail "schema.sql re-applied over an existing database" "$out"; fi
-assert_match 'applied migration 003_traffic_request_id' "$out" "migrations applied"
+assert_match 'applied migration 004_user_changes' "$out" "migrations applied"
 assert_eq "old|42|" "$(psql -X -At -d "$legacy_uri" -c "SELECT u.username, t.total_bytes, t.request_id
                                                      FROM traffic_logs t JOIN users u ON u.id = t.user_id")" \
     "old rows intact, request_id NULL"

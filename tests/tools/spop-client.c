@@ -62,6 +62,7 @@ struct opts {
     unsigned pipeline;       /* bench: frames in flight per connection */
     double duration_s;       /* bench: seconds of load */
     uint64_t max_frames;     /* bench: stop after sending this many (0: no limit) */
+    double rate;             /* bench: frames/s offered in all (0: closed loop) */
     uint8_t bench_ip[4];     /* bench: the client address sent (ip=) */
     const char *bench_auth;  /* bench: the Authorization value sent (auth=) */
 };
@@ -128,14 +129,19 @@ static void usage(FILE *out)
             "          frame type=N flags=0xN stream-id=N frame-id=N length=N\n"
             "      and last how the read ended: 'closed' (agent closed), 'reset', or\n"
             "      'idle' (nothing for --idle-ms).\n"
-            "  bench [--conns C] [--pipeline D] [--duration S] [--frames N]\n"
+            "  bench [--conns C] [--pipeline D] [--duration S] [--frames N] [--rate R]\n"
             "        [--ip IPV4(192.0.2.10)] [--auth VALUE(Basic base64 of myuser:mypassword)]\n"
             "      Load generator: C connections (default 4), each keeping D NOTIFY frames\n"
             "      in flight (default 32), for S seconds (default 5, at most %d) or until\n"
             "      N frames were sent. Checks every ACK's stream-id/frame-id against the\n"
             "      frames in flight (any order). Prints one machine-readable line\n"
             "          frames=N seconds=S rate=R p50_us=X p99_us=X p999_us=X max_us=X errors=N\n"
-            "          conns=C pipeline=D   (on the same line)\n"
+            "          conns=C pipeline=D offered=R late=N   (on the same line)\n"
+            "      With --rate R the load is open loop: R frames/s in all, evenly spaced,\n"
+            "      at most D in flight per connection; a frame's latency counts from when\n"
+            "      it was due, so frames held back by a full pipeline count their wait\n"
+            "      (late=N of them). Without it (offered=0), closed loop as fast as the\n"
+            "      agent answers.\n"
             "      and one line for humans, starting with '#'.\n"
             "\n"
             "Options:\n"
@@ -154,7 +160,7 @@ static void usage(FILE *out)
             "  --idle-ms N             raw: stop reading after N ms without data (default %u)\n"
             "  --reset                 raw: close with a TCP reset right after sending\n"
             "                          (prints 'reset-sent', reads nothing)\n"
-            "  --conns C, --pipeline D, --duration S   bench, see above\n"
+            "  --conns C, --pipeline D, --duration S, --rate R   bench, see above\n"
             "  --help                  print this help\n"
             "\n"
             "Exit status: 0 success; 1 protocol error, timeout, id mismatch, or bench\n"
@@ -1022,6 +1028,7 @@ struct bconn {
     bool want_out;        /* EPOLLOUT armed */
     uint32_t max_frame;   /* negotiated, bytes */
     uint64_t next_stream; /* stream-id of the next frame */
+    uint64_t next_due_ns; /* --rate: when this connection's next frame is due */
     struct bslot *slots;  /* [pipeline]; frame-id = slot index + 1 */
     unsigned *free_slots; /* stack of free slot indexes */
     unsigned nfree;
@@ -1038,6 +1045,8 @@ struct bench {
     uint8_t prefix[512]; /* the NOTIFY payload up to the request id's value */
     size_t prefix_len;
     bool sending; /* false after the deadline or --frames */
+    uint64_t interval_ns; /* --rate: between two frames of one connection (0: closed loop) */
+    uint64_t late;        /* --rate: frames sent after their due time (no slot was free) */
     uint64_t sent, acked, errors, lost;
     uint64_t mismatches, proto_errors;
     uint64_t last_ack_ns;
@@ -1079,7 +1088,9 @@ static void put_hex(char *dst, uint64_t v, unsigned digits)
         dst[k] = hex[v & 15];
 }
 
-/* Encodes a NOTIFY for every free slot into the transmit buffer. */
+/* Encodes a NOTIFY for every free slot into the transmit buffer; with --rate
+ * only for frames that are due, each timed from when it was due (so a stall
+ * of the agent counts for every frame it delays, not just those in flight). */
 static void bconn_fill(struct bench *b, struct bconn *c, uint64_t now)
 {
     if (c->tx_off == c->tx_len) {
@@ -1095,6 +1106,13 @@ static void bconn_fill(struct bench *b, struct bconn *c, uint64_t now)
         if (b->o->max_frames && b->sent >= b->o->max_frames) {
             b->sending = false;
             break;
+        }
+        uint64_t sent_ns = now;
+        if (b->interval_ns) {
+            if (c->next_due_ns > now) break;
+            sent_ns = c->next_due_ns;
+            c->next_due_ns += b->interval_ns;
+            if (now - sent_ns > b->interval_ns) b->late++;
         }
         unsigned s = c->free_slots[--c->nfree];
         struct bslot *slot = &c->slots[s];
@@ -1113,7 +1131,7 @@ static void bconn_fill(struct bench *b, struct bconn *c, uint64_t now)
         }
         slot->busy = true;
         slot->stream_id = sid;
-        slot->sent_ns = now;
+        slot->sent_ns = sent_ns;
         b->sent++;
     }
     c->tx_len += w.len;
@@ -1297,6 +1315,14 @@ static int mode_bench(const struct opts *o)
     uint64_t drain_end = 0;
     b.sending = true;
     b.last_ack_ns = start;
+    if (o->rate > 0) {
+        /* Each connection carries rate/conns frames/s, the connections
+         * staggered evenly over one interval. */
+        b.interval_ns = (uint64_t)(1e9 * o->conns / o->rate);
+        if (!b.interval_ns) b.interval_ns = 1;
+        for (unsigned k = 0; k < o->conns; k++)
+            b.conns[k].next_due_ns = start + b.interval_ns * k / o->conns;
+    }
     for (unsigned k = 0; k < o->conns; k++) {
         bconn_fill(&b, &b.conns[k], now_ns());
         bconn_flush(&b, &b.conns[k]);
@@ -1314,10 +1340,18 @@ static int mode_bench(const struct opts *o)
             if (now >= drain_end) break;
         }
         uint64_t until = b.sending ? end : drain_end;
-        int ms = until > now ? (int)((until - now + 999999) / 1000000) : 0;
-        int n = epoll_wait(b.ep, evs, 64, ms);
+        if (b.sending && b.interval_ns)
+            for (unsigned k = 0; k < o->conns; k++)
+                if (!b.conns[k].dead && b.conns[k].nfree && b.conns[k].next_due_ns < until)
+                    until = b.conns[k].next_due_ns;
+        struct timespec ts = {0, 0};
+        if (until > now) {
+            ts.tv_sec = (time_t)((until - now) / 1000000000u);
+            ts.tv_nsec = (long)((until - now) % 1000000000u);
+        }
+        int n = epoll_pwait2(b.ep, evs, 64, &ts, NULL);
         if (n < 0 && errno != EINTR) {
-            fail_msg("bench: epoll_wait: %s", strerror(errno));
+            fail_msg("bench: epoll_pwait2: %s", strerror(errno));
             return EXIT_FAIL;
         }
         now = now_ns();
@@ -1328,6 +1362,15 @@ static int mode_bench(const struct opts *o)
             if (c->dead) continue;
             if (b.sending && c->nfree) bconn_fill(&b, c, now_ns());
             bconn_flush(&b, c);
+        }
+        if (b.sending && b.interval_ns) {
+            now = now_ns();
+            for (unsigned k = 0; k < o->conns; k++) {
+                struct bconn *c = &b.conns[k];
+                if (c->dead || !c->nfree || c->next_due_ns > now) continue;
+                bconn_fill(&b, c, now);
+                bconn_flush(&b, c);
+            }
         }
     }
 
@@ -1372,10 +1415,10 @@ static int mode_bench(const struct opts *o)
 
     double us = 1e3;
     printf("frames=%" PRIu64 " seconds=%.3f rate=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f "
-           "max_us=%.1f errors=%" PRIu64 " conns=%u pipeline=%u\n",
+           "max_us=%.1f errors=%" PRIu64 " conns=%u pipeline=%u offered=%.0f late=%" PRIu64 "\n",
            b.acked, secs, rate, (double)hist_quantile(&b.hist, 0.50) / us,
            (double)hist_quantile(&b.hist, 0.99) / us, (double)hist_quantile(&b.hist, 0.999) / us,
-           (double)b.hist.max / us, b.errors, o->conns, o->pipeline);
+           (double)b.hist.max / us, b.errors, o->conns, o->pipeline, o->rate, b.late);
     printf("# %u conns x %u in flight, %.2f s: %" PRIu64 " frames, %.0f frames/s; latency p50 "
            "%.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us; %" PRIu64 " errors (%" PRIu64
            " id mismatches, %" PRIu64 " protocol, %" PRIu64 " lost)\n",
@@ -1411,6 +1454,7 @@ enum opt_id {
     O_CONNS,
     O_PIPELINE,
     O_DURATION,
+    O_RATE,
     O_BENCH_IP,
     O_BENCH_AUTH,
 };
@@ -1474,6 +1518,15 @@ static void apply_opt(struct opts *o, int c, const char *arg, uint64_t *frames)
     case O_BENCH_AUTH:
         o->bench_auth = arg;
         break;
+    case O_RATE: {
+        char *end;
+        errno = 0;
+        double r = strtod(arg, &end);
+        if (errno || *end || !(r > 0) || r > 1e8)
+            die_usage("--rate '%s': expected frames per second in (0, 1e8]", arg);
+        o->rate = r;
+        break;
+    }
     case O_DURATION: {
         char *end;
         errno = 0;
@@ -1506,6 +1559,7 @@ int main(int argc, char **argv)
         {"conns", required_argument, NULL, O_CONNS},
         {"pipeline", required_argument, NULL, O_PIPELINE},
         {"duration", required_argument, NULL, O_DURATION},
+        {"rate", required_argument, NULL, O_RATE},
         {"ip", required_argument, NULL, O_BENCH_IP},
         {"auth", required_argument, NULL, O_BENCH_AUTH},
         {"help", no_argument, NULL, 'h'},

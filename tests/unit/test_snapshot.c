@@ -654,6 +654,200 @@ static uint32_t crc32_ref(const uint8_t *p, size_t n)
     return ~c;
 }
 
+/* --- deltas (changed users over a whole snapshot) ------------------------------------ */
+
+/* A delta on prev from rows; never NULL. */
+static struct snapshot *delta(struct snapshot *prev, const struct snapshot_user_row *rows,
+                              size_t n)
+{
+    struct snapshot_builder *b = snapshot_builder_delta(prev, 1700000009999);
+    ck_assert_ptr_nonnull(b);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(snapshot_builder_user(b, &rows[i]), 0);
+    struct snapshot *s = snapshot_builder_finish(b, NULL, NULL);
+    ck_assert_ptr_nonnull(s);
+    return s;
+}
+
+START_TEST(test_delta_changes)
+{
+    struct fake_dns dns = {0};
+    struct snapshot *base = demo_snapshot(&dns);
+    const struct snapshot_user_row rows[] = {
+        user_row(1, "myuser", "new-password", SNAPSHOT_TRUE), /* changed */
+        user_row(3, "Alice", NULL, SNAPSHOT_FALSE),           /* deactivated or deleted */
+        user_row(9, "bob", "bob-pw", SNAPSHOT_NULL),          /* new; NULL is active */
+        user_row(10, "ghost", NULL, SNAPSHOT_FALSE),          /* gone, and never loaded */
+    };
+    struct snapshot *d = delta(base, rows, 4);
+    ck_assert_uint_eq(snapshot_delta_size(d), 4);
+    ck_assert_uint_eq(snapshot_delta_size(base), 0);
+    ck_assert_uint_eq(snapshot_user_count(d), 4 + 1 - 1);
+    ck_assert_str_eq(find(d, "myuser")->password, "new-password");
+    ck_assert_ptr_null(find(d, "Alice"));
+    ck_assert_str_eq(find(d, "alice")->password, "pw-lower"); /* from the base */
+    ck_assert_str_eq(find(d, "bob")->password, "bob-pw");
+    ck_assert_int_eq(find(d, "bob")->id, 9);
+    ck_assert_ptr_null(find(d, "ghost"));
+    ck_assert(find(d, "hashed")->password_is_hash);
+    /* the base is untouched; whitelist and providers are shared */
+    ck_assert_str_eq(find(base, "myuser")->password, "mypassword");
+    ck_assert_ptr_nonnull(find(base, "Alice"));
+    ck_assert_ptr_null(find(base, "bob"));
+    ck_assert(allowed(d, "10.1.2.3"));
+    ck_assert(!allowed(d, "192.0.2.1"));
+    ck_assert_ptr_eq(provider(d, "demo-de"), provider(base, "demo-de"));
+    ck_assert_uint_eq(snapshot_provider_count(d), 3);
+    ck_assert_uint_eq(snapshot_ip_count(d), 4);
+    ck_assert_int_eq(snapshot_loaded_at_ms(d), 1700000009999);
+    /* the delta keeps the base alive */
+    snapshot_free(base);
+    ck_assert_str_eq(find(d, "alice")->password, "pw-lower");
+    ck_assert(allowed(d, "127.0.0.1"));
+    snapshot_free(d);
+}
+END_TEST
+
+START_TEST(test_delta_on_delta)
+{
+    struct fake_dns dns = {0};
+    struct snapshot *base = demo_snapshot(&dns);
+    const struct snapshot_user_row first[] = {
+        user_row(9, "bob", "bob-1", SNAPSHOT_TRUE),
+        user_row(1, "myuser", NULL, SNAPSHOT_FALSE),
+        user_row(3, "Alice", "alice-1", SNAPSHOT_TRUE),
+    };
+    struct snapshot *d1 = delta(base, first, 3);
+    ck_assert_uint_eq(snapshot_user_count(d1), 4);
+    const struct snapshot_user_row second[] = {
+        user_row(9, "bob", "bob-2", SNAPSHOT_TRUE),     /* changed again: the newest wins */
+        user_row(1, "myuser", "back", SNAPSHOT_TRUE),   /* removed, then back */
+        user_row(11, "carol", "carol", SNAPSHOT_TRUE),  /* new */
+        user_row(4, "alice", NULL, SNAPSHOT_FALSE),     /* removed */
+    };
+    struct snapshot *d2 = delta(d1, second, 4);
+    snapshot_free(d1);
+    ck_assert_uint_eq(snapshot_delta_size(d2), 5); /* bob myuser carol alice Alice */
+    ck_assert_uint_eq(snapshot_user_count(d2), 4 + 1 + 1 - 1);
+    ck_assert_str_eq(find(d2, "bob")->password, "bob-2");
+    ck_assert_str_eq(find(d2, "myuser")->password, "back");
+    ck_assert_str_eq(find(d2, "carol")->password, "carol");
+    ck_assert_ptr_null(find(d2, "alice"));
+    ck_assert_str_eq(find(d2, "Alice")->password, "alice-1"); /* carried over */
+    ck_assert_ptr_nonnull(find(d2, "hashed"));
+    /* a removal carried over stays a removal */
+    const struct snapshot_user_row third[] = {user_row(12, "dave", "d", SNAPSHOT_TRUE)};
+    struct snapshot *d3 = delta(d2, third, 1);
+    ck_assert_ptr_null(find(d3, "alice"));
+    ck_assert_uint_eq(snapshot_user_count(d3), snapshot_user_count(d2) + 1);
+    snapshot_free(d2);
+    snapshot_free(d3);
+    snapshot_free(base);
+}
+END_TEST
+
+START_TEST(test_delta_bad_rows)
+{
+    struct fake_dns dns = {0};
+    struct snapshot *base = demo_snapshot(&dns);
+    static char long_pw[70000];
+    memset(long_pw, 'p', sizeof(long_pw) - 1);
+    const struct snapshot_user_row rows[] = {
+        user_row(1, "myuser", long_pw, SNAPSHOT_TRUE), /* now bad: gone, counted */
+        user_row(20, "", "x", SNAPSHOT_TRUE),          /* bad, and in no base */
+    };
+    struct snapshot *d = delta(base, rows, 2);
+    ck_assert_ptr_null(find(d, "myuser"));
+    ck_assert_uint_eq(snapshot_user_count(d), 3);
+    ck_assert_uint_eq(snapshot_skipped(d)->bad_user, 2);
+    ck_assert_uint_eq(snapshot_skipped(base)->bad_user, 0);
+    /* a delta takes no whitelist or provider rows */
+    struct snapshot_builder *b = snapshot_builder_delta(base, 1);
+    struct snapshot_ip_row ip = ip_row(1, "192.0.2.0/24", SNAPSHOT_TRUE);
+    ck_assert_int_eq(snapshot_builder_ip(b, &ip), -1);
+    snapshot_builder_abort(b);
+    snapshot_free(d);
+    snapshot_free(base);
+}
+END_TEST
+
+START_TEST(test_delta_file)
+{
+    /* the file of a delta holds the merged users; read back, it is whole */
+    struct fake_dns dns = {0};
+    struct snapshot *base = demo_snapshot(&dns);
+    const struct snapshot_user_row rows[] = {
+        user_row(1, "myuser", "changed", SNAPSHOT_TRUE),
+        user_row(4, "alice", NULL, SNAPSHOT_FALSE),
+        user_row(9, "bob", "bob-pw", SNAPSHOT_TRUE),
+    };
+    struct snapshot *d = delta(base, rows, 3);
+    char err[256];
+    size_t len;
+    uint8_t *buf = snapshot_file_encode(d, 42, &len);
+    ck_assert_ptr_nonnull(buf);
+    struct snapshot *t = snapshot_file_parse(buf, len, err, sizeof(err));
+    ck_assert_msg(t != NULL, "%s", err);
+    ck_assert_uint_eq(snapshot_delta_size(t), 0);
+    ck_assert_uint_eq(snapshot_user_count(t), 4);
+    ck_assert_str_eq(find(t, "myuser")->password, "changed");
+    ck_assert_ptr_null(find(t, "alice"));
+    ck_assert_str_eq(find(t, "Alice")->password, "pw-upper");
+    ck_assert_str_eq(find(t, "bob")->password, "bob-pw");
+    ck_assert_ptr_nonnull(find(t, "hashed"));
+    ck_assert(allowed(t, "10.9.9.9"));
+    ck_assert_uint_eq(snapshot_provider_count(t), 3);
+    free(buf);
+    snapshot_free(t);
+    snapshot_free(d);
+    snapshot_free(base);
+}
+END_TEST
+
+START_TEST(test_delta_many)
+{
+    /* a delta over 100,000 users: every lookup agrees with a whole build */
+    enum { N = 100000, CHANGED = 3000 };
+    struct snapshot_user_row *rows = calloc(N, sizeof(*rows));
+    char (*names)[16] = calloc(N + CHANGED, 16);
+    ck_assert(rows && names);
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], 16, "u%d", i);
+        rows[i] = user_row(i + 1, names[i], names[i], SNAPSHOT_TRUE);
+    }
+    struct snapshot_rows r = {.users = rows, .n_users = N};
+    struct snapshot *base = snapshot_build(&r, NULL, NULL);
+    ck_assert_ptr_nonnull(base);
+    /* every 3rd of the first CHANGED removed, the others' passwords changed,
+     * and CHANGED new users */
+    struct snapshot_user_row *ch = calloc(2 * CHANGED, sizeof(*ch));
+    for (int i = 0; i < CHANGED; i++) {
+        ch[i] = user_row(i + 1, names[i], i % 3 ? "new" : NULL,
+                         i % 3 ? SNAPSHOT_TRUE : SNAPSHOT_FALSE);
+        snprintf(names[N + i], 16, "n%d", i);
+        ch[CHANGED + i] = user_row(N + i + 1, names[N + i], "fresh", SNAPSHOT_TRUE);
+    }
+    struct snapshot *d = delta(base, ch, 2 * CHANGED);
+    ck_assert_uint_eq(snapshot_user_count(d), N - CHANGED / 3 + CHANGED);
+    for (int i = 0; i < N + CHANGED; i++) {
+        const struct snap_user *u = find(d, names[i]);
+        if (i < CHANGED && i % 3 == 0)
+            ck_assert_ptr_null(u);
+        else if (i < CHANGED)
+            ck_assert_str_eq(u->password, "new");
+        else if (i < N)
+            ck_assert_str_eq(u->password, names[i]);
+        else
+            ck_assert_str_eq(u->password, "fresh");
+    }
+    snapshot_free(d);
+    snapshot_free(base);
+    free(ch);
+    free(names);
+    free(rows);
+}
+END_TEST
+
 START_TEST(test_file_round_trip)
 {
     struct fake_dns dns = {0};
@@ -1062,6 +1256,15 @@ Suite *snapshot_suite(void)
     tcase_add_test(tc, test_skip_reasons);
     tcase_add_test(tc, test_whitelist_families);
     tcase_add_test(tc, test_many_users);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("delta");
+    tcase_add_test(tc, test_delta_changes);
+    tcase_add_test(tc, test_delta_on_delta);
+    tcase_add_test(tc, test_delta_bad_rows);
+    tcase_add_test(tc, test_delta_file);
+    tcase_add_test(tc, test_delta_many);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
