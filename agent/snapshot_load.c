@@ -20,11 +20,23 @@
  * duration, so a table that changes all the time keeps the thread at most
  * half busy.
  *
+ * Deltas: when only users changed (the notification's payload says which
+ * table) and sql/migrations/004 is applied, the load reads just the users
+ * named in gw_user_changes since the last read (pg_delta) and publishes a
+ * delta over the current whole snapshot: milliseconds, where a million users
+ * take seconds. Everything else is a whole load: the periodic one (which also
+ * re-resolves provider hosts), a change to authorized_ips or proxies, the
+ * first load on a new connection (notifications may have been missed), and
+ * a delta that cannot be had (a statement that changed more than
+ * DELTA_MAX_ROWS users, a TRUNCATE, more than DELTA_MAX_SIZE changes piled
+ * up, no change log). The snapshot file is written after whole loads, after
+ * deltas at most once per refresh_s, and at a clean stop.
+ *
  * Failures keep the last snapshot: the error is logged, postgres_ok turns
  * false, and the load is retried after 1 s, 2 s, 4 s... up to refresh_s; a
  * broken connection is dropped and made again. At start, when PostgreSQL
  * cannot give a first snapshot, the file at snapshot_path (the last good
- * snapshot, written after every load) is used, with an error in the log
+ * snapshot) is used, with an error in the log
  * saying how old it is.
  */
 #include "snapshot_int.h"
@@ -48,7 +60,6 @@
 #define FETCH_ROWS          50000 /* rows per FETCH from a cursor */
 #define DELTA_MAX_ROWS      10000 /* changed users read as a delta; more: a whole load */
 #define DELTA_MAX_SIZE      50000 /* changes a delta may carry; more: a whole load */
-#define WHOLE_EVERY         20    /* a whole load at least every this many refresh_s */
 #define DEFAULT_REFRESH_S   60
 #define DEFAULT_CONNECT_S   5
 #define FIRST_BACKOFF_MS    1000
@@ -626,11 +637,12 @@ static void *loader_main(void *arg)
             continue;
         }
 
-        /* Users alone changed, or the periodic refresh: a delta will do,
-         * unless the whole snapshot is WHOLE_EVERY refreshes old. */
+        /* Users alone changed: a delta will do. The periodic refresh (which
+         * also re-resolves provider hosts) and any other change read
+         * everything. */
         if (l->conn != NULL) pending |= drain_notifies(l->conn);
         bool whole = need_whole || (pending & CHANGED_OTHER) != 0 ||
-                     now - l->last_whole >= WHOLE_EVERY * l->refresh_ms;
+                     now - l->last_whole >= l->refresh_ms;
         pending = 0;
         size_t changed;
         struct snapshot *s = attempt(l, whole, &changed, err, sizeof(err));
