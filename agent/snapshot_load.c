@@ -80,11 +80,11 @@ struct snapshot_loader {
     uint32_t last_load_ms;
     /* Deltas (sql/migrations/004): when gw_user_changes is there and
      * readable, a change to users only reads the changed users. */
-    bool log_ok;          /* seen by the last whole load */
-    int64_t cursor;       /* txid_snapshot_xmin of the last read of users */
-    int64_t last_whole;   /* monotonic ms when the last whole load ended */
-    int64_t last_save;    /* monotonic ms of the last snapshot file write */
-    bool dirty;           /* a delta was published since that write */
+    bool log_ok;        /* seen by the last whole load */
+    int64_t cursor;     /* txid_snapshot_xmin of the last read of users */
+    int64_t last_whole; /* monotonic ms when the last whole load ended */
+    int64_t last_save;  /* monotonic ms of the last snapshot file write */
+    bool dirty;         /* a delta was published since that write */
 };
 
 /* What a notification on gw_snapshot says changed (its payload is the table). */
@@ -343,8 +343,7 @@ enum delta_result { DELTA_OK, DELTA_WHOLE, DELTA_FAILED };
  * or the log cannot be read; DELTA_FAILED when the connection broke.
  */
 static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *prev,
-                                  struct snapshot **out, size_t *changed, char *err,
-                                  size_t errlen)
+                                  struct snapshot **out, size_t *changed, char *err, size_t errlen)
 {
     PGconn *c = l->conn;
     *out = NULL;
@@ -602,7 +601,7 @@ static void *loader_main(void *arg)
     int64_t due = now + (healthy ? l->refresh_ms : backoff); /* next load attempt */
     int64_t gap = l->last_load_ms; /* least time between a load's end and a triggered one */
     int64_t last_end = now;
-    unsigned pending = 0; /* CHANGED_* notified since the last load began */
+    unsigned pending = 0;    /* CHANGED_* notified since the last load began */
     bool need_whole = false; /* a whole load failed: the next one is whole too */
     l->last_whole = l->last_save = now;
     char err[1024];
@@ -641,8 +640,8 @@ static void *loader_main(void *arg)
          * also re-resolves provider hosts) and any other change read
          * everything. */
         if (l->conn != NULL) pending |= drain_notifies(l->conn);
-        bool whole = need_whole || (pending & CHANGED_OTHER) != 0 ||
-                     now - l->last_whole >= l->refresh_ms;
+        bool whole =
+            need_whole || (pending & CHANGED_OTHER) != 0 || now - l->last_whole >= l->refresh_ms;
         pending = 0;
         size_t changed;
         struct snapshot *s = attempt(l, whole, &changed, err, sizeof(err));

@@ -112,14 +112,19 @@ changing() {
         psql -X -q -v ON_ERROR_STOP=1 -d "$POSTGRES_URI" >/dev/null) &
     CHANGER=$!
 }
-# quiet: waits until no load has been logged for 3 s (the last whole load done).
+# quiet: waits until the loader is done: its PostgreSQL session idle and no
+# new load logged, twice in a row 1 s apart (a whole load builds for a while
+# after its COMMIT, so the session alone does not say).
 quiet() {
-    local last=-1 now
-    for _ in $(seq 1 60); do
+    local last=-1 now state calm=0
+    for _ in $(seq 1 120); do
         now=$(grep -c 'generation' "$GW_TMP/bigred.log")
-        [ "$now" = "$last" ] && return
+        state=$(psql_gw "SELECT string_agg(state, ',') FROM pg_stat_activity
+                         WHERE application_name = 'gw-agent snapshot'")
+        if [ "$now" = "$last" ] && [ "$state" = idle ]; then calm=$((calm + 1)); else calm=0; fi
+        [ "$calm" -ge 2 ] && return
         last=$now
-        sleep 3
+        sleep 1
     done
 }
 loads() { grep -c "$1" "$GW_TMP/bigred.log" || true; }
@@ -131,6 +136,7 @@ USER_SQL="UPDATE users SET is_active = true WHERE username = 'user1'"
 IP_SQL="UPDATE authorized_ips SET is_active = true WHERE ip = '10.0.0.1'"
 d0=$(loads 'changed users applied')
 w0=$(loads 'whitelist prefixes')
+quiet
 for mode in closed open; do
     args=()
     label=closed

@@ -1044,7 +1044,7 @@ struct bench {
     struct bconn *conns;
     uint8_t prefix[512]; /* the NOTIFY payload up to the request id's value */
     size_t prefix_len;
-    bool sending; /* false after the deadline or --frames */
+    bool sending;         /* false after the deadline or --frames */
     uint64_t interval_ns; /* --rate: between two frames of one connection (0: closed loop) */
     uint64_t late;        /* --rate: frames sent after their due time (no slot was free) */
     uint64_t sent, acked, errors, lost;

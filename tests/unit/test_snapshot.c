@@ -657,8 +657,7 @@ static uint32_t crc32_ref(const uint8_t *p, size_t n)
 /* --- deltas (changed users over a whole snapshot) ------------------------------------ */
 
 /* A delta on prev from rows; never NULL. */
-static struct snapshot *delta(struct snapshot *prev, const struct snapshot_user_row *rows,
-                              size_t n)
+static struct snapshot *delta(struct snapshot *prev, const struct snapshot_user_row *rows, size_t n)
 {
     struct snapshot_builder *b = snapshot_builder_delta(prev, 1700000009999);
     ck_assert_ptr_nonnull(b);
@@ -720,10 +719,10 @@ START_TEST(test_delta_on_delta)
     struct snapshot *d1 = delta(base, first, 3);
     ck_assert_uint_eq(snapshot_user_count(d1), 4);
     const struct snapshot_user_row second[] = {
-        user_row(9, "bob", "bob-2", SNAPSHOT_TRUE),     /* changed again: the newest wins */
-        user_row(1, "myuser", "back", SNAPSHOT_TRUE),   /* removed, then back */
-        user_row(11, "carol", "carol", SNAPSHOT_TRUE),  /* new */
-        user_row(4, "alice", NULL, SNAPSHOT_FALSE),     /* removed */
+        user_row(9, "bob", "bob-2", SNAPSHOT_TRUE),    /* changed again: the newest wins */
+        user_row(1, "myuser", "back", SNAPSHOT_TRUE),  /* removed, then back */
+        user_row(11, "carol", "carol", SNAPSHOT_TRUE), /* new */
+        user_row(4, "alice", NULL, SNAPSHOT_FALSE),    /* removed */
     };
     struct snapshot *d2 = delta(d1, second, 4);
     snapshot_free(d1);
@@ -809,7 +808,7 @@ START_TEST(test_delta_many)
     /* a delta over 100,000 users: every lookup agrees with a whole build */
     enum { N = 100000, CHANGED = 3000 };
     struct snapshot_user_row *rows = calloc(N, sizeof(*rows));
-    char (*names)[16] = calloc(N + CHANGED, 16);
+    char(*names)[16] = calloc(N + CHANGED, 16);
     ck_assert(rows && names);
     for (int i = 0; i < N; i++) {
         snprintf(names[i], 16, "u%d", i);
@@ -822,8 +821,8 @@ START_TEST(test_delta_many)
      * and CHANGED new users */
     struct snapshot_user_row *ch = calloc(2 * CHANGED, sizeof(*ch));
     for (int i = 0; i < CHANGED; i++) {
-        ch[i] = user_row(i + 1, names[i], i % 3 ? "new" : NULL,
-                         i % 3 ? SNAPSHOT_TRUE : SNAPSHOT_FALSE);
+        ch[i] =
+            user_row(i + 1, names[i], i % 3 ? "new" : NULL, i % 3 ? SNAPSHOT_TRUE : SNAPSHOT_FALSE);
         snprintf(names[N + i], 16, "n%d", i);
         ch[CHANGED + i] = user_row(N + i + 1, names[N + i], "fresh", SNAPSHOT_TRUE);
     }
