@@ -59,7 +59,7 @@ if [[ $out =~ applied ]]; then t_fail "second run applied something" "$out"; fi
 assert_eq 4 "$(psql_gw 'SELECT count(*) FROM schema_migrations')" "schema_migrations rows"
 
 t_begin "tables, columns and indexes exist"
-assert_eq "authorized_ips balances proxies schema_migrations traffic_logs users" \
+assert_eq "authorized_ips balances gw_user_changes proxies schema_migrations traffic_logs users" \
     "$(psql_gw "SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'")" \
     "tables"
 assert_eq "text YES" \
@@ -76,6 +76,26 @@ for idx in idx_users_username idx_users_active idx_balances_user_id idx_authoriz
     idx_proxies_visible_disabled idx_traffic_logs_user_id idx_traffic_logs_created_at; do
     assert_eq 1 "$(psql_gw "SELECT count(*) FROM pg_indexes WHERE indexname = '$idx'")" "reference index $idx"
 done
+
+assert_eq "gw_log_users_delete gw_log_users_insert gw_log_users_truncate gw_log_users_update" \
+    "$(psql_gw "SELECT string_agg(tgname, ' ' ORDER BY tgname) FROM pg_trigger
+                WHERE tgname LIKE 'gw_log_users_%'")" "004 triggers on users"
+
+t_begin "gw_user_changes: the usernames each statement touched, NULL for a bulk one"
+psql_gw "DELETE FROM gw_user_changes"
+psql_gw "INSERT INTO users (username, password) VALUES ('chg_a', 'x');
+         UPDATE users SET username = 'chg_b' WHERE username = 'chg_a';
+         DELETE FROM users WHERE username = 'chg_b'"
+assert_eq "chg_a chg_a chg_b chg_b" \
+    "$(psql_gw "SELECT string_agg(username, ' ' ORDER BY username) FROM gw_user_changes")" \
+    "insert, rename (old and new), delete"
+psql_gw "DELETE FROM gw_user_changes"
+psql_gw "INSERT INTO users (username, password) SELECT 'chg' || i, 'x' FROM generate_series(1, 10001) i"
+assert_eq "1|0" "$(psql_gw "SELECT count(*), count(username) FROM gw_user_changes")" \
+    "more than 10,000 rows: one NULL row"
+psql_gw "DELETE FROM users WHERE username LIKE 'chg%'"
+psql_gw "UPDATE users SET password = password WHERE false"
+assert_eq 2 "$(psql_gw "SELECT count(*) FROM gw_user_changes")" "a statement touching no row adds nothing"
 
 t_begin "request_id: unique, NULL allowed many times"
 uid=$(psql_gw "INSERT INTO users (username, password) VALUES ('rid_probe', 'x') RETURNING id")
@@ -243,7 +263,7 @@ rc2=$?
 assert_eq "0 0" "$rc1 $rc2" "both exit 0 ($(cat "$GW_TMP/race1.out" "$GW_TMP/race2.out"))"
 assert_eq 1 "$(cat "$GW_TMP/race1.out" "$GW_TMP/race2.out" | grep -c 'applied schema.sql')" \
     "schema applied by exactly one run"
-assert_eq 3 "$(psql -X -At -d "$race_uri" -c 'SELECT count(*) FROM schema_migrations')" "migrations recorded"
+assert_eq 4 "$(psql -X -At -d "$race_uri" -c 'SELECT count(*) FROM schema_migrations')" "migrations recorded"
 
 t_begin "apply.sh failures: clear message, non-zero, failed migration rolled back"
 cp -r "$GW_ROOT/sql" "$GW_TMP/sqlcopy"
