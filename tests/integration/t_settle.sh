@@ -303,14 +303,16 @@ assert_match 'Redis 127.0.0.1:[0-9]+ connected' "$(tail -n 50 "$GW_TMP/settle.lo
 t_end
 
 t_begin "PostgreSQL stopped and restarted mid-run: nothing lost, nothing doubled"
-gen pg 3000 | push
+# 20,000 records: the ASan build settles ~15,000/s, so the stop lands mid-run
+# (with 3,000 it could find everything settled already)
+gen pg 20000 | push
 wait_until 60 at_least pg 600
 stop_postgres
 sleep 2
 assert_match '^[1-9]' "$(redis_gw LLEN traffic:logs:processing)" "a batch waits in processing"
 start_postgres || t_abort "postgres did not restart"
 wait_drained 120
-assert_eq "3000|$(total_of 3000)" "$(rows_of pg)" "3,000 rows, exact bytes"
+assert_eq "20000|$(total_of 20000)" "$(rows_of pg)" "20,000 rows, exact bytes"
 check_ledger myuser
 check_cache myuser
 assert_ok "still running" bg_alive settle
