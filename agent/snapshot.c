@@ -169,15 +169,20 @@ static void snapshot_destroy(struct snapshot *s)
     region_free(s->urec, s->urec_cap);
     region_free(s->slots, s->slots_bytes);
     arena_free(s->arena);
-    if (s->base != NULL) {
-        snapshot_release(s->base); /* the whitelist and providers are the base's */
+    if (s->ips_from != NULL) {
+        snapshot_release(s->ips_from);
     } else {
         iptrie_free(s->trie);
         free(s->ips);
+    }
+    if (s->provs_from != NULL) {
+        snapshot_release(s->provs_from);
+    } else {
         free(s->provs);
         free(s->global);
         free(s->country);
     }
+    snapshot_release(s->base);
     free(s);
 }
 
@@ -344,27 +349,43 @@ void snapshot_builder_abort(struct snapshot_builder *b)
     free(b);
 }
 
-struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t loaded_at_ms)
+struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t loaded_at_ms,
+                                                unsigned reread)
 {
     struct snapshot_builder *b = snapshot_builder_new(loaded_at_ms);
     if (b == NULL) return NULL;
     struct snapshot *s = b->s, *whole = prev->base != NULL ? prev->base : prev;
-    iptrie_free(s->trie);
-    s->trie = whole->trie;
-    s->ips = whole->ips;
-    s->n_ips = whole->n_ips;
-    s->provs = whole->provs;
-    s->n_provs = whole->n_provs;
-    s->global = whole->global;
-    s->n_global = whole->n_global;
-    s->country = whole->country;
-    s->n_country = whole->n_country;
-    s->skips = whole->skips;
     memcpy(s->key, whole->key, sizeof(s->key));
     snapshot_retain(whole);
     s->base = whole;
     snapshot_retain(prev);
     b->prev = prev;
+    s->skips = prev->skips; /* the parts read again count theirs afresh */
+    if (reread & SNAPSHOT_REREAD_IPS) {
+        s->skips.bad_cidr = 0;
+    } else {
+        struct snapshot *owner = prev->ips_from != NULL ? prev->ips_from : prev;
+        iptrie_free(s->trie);
+        s->trie = owner->trie;
+        s->ips = owner->ips;
+        s->n_ips = owner->n_ips;
+        snapshot_retain(owner);
+        s->ips_from = owner;
+    }
+    if (reread & SNAPSHOT_REREAD_PROVIDERS) {
+        s->skips.bad_port_range = s->skips.bad_country_format = 0;
+        s->skips.bad_template = s->skips.unresolved_host = 0;
+    } else {
+        struct snapshot *owner = prev->provs_from != NULL ? prev->provs_from : prev;
+        s->provs = owner->provs;
+        s->n_provs = owner->n_provs;
+        s->global = owner->global;
+        s->n_global = owner->n_global;
+        s->country = owner->country;
+        s->n_country = owner->n_country;
+        snapshot_retain(owner);
+        s->provs_from = owner;
+    }
     return b;
 }
 
@@ -455,7 +476,7 @@ int snapshot_builder_ip(struct snapshot_builder *b, const struct snapshot_ip_row
     struct snapshot *s = b->s;
     char shown[80];
     struct ip_prefix p;
-    if (s->base != NULL) return -1; /* a delta shares its base's whitelist */
+    if (s->ips_from != NULL) return -1; /* this delta borrows the whitelist */
     if (r->is_active == SNAPSHOT_FALSE) return 0;
     if (r->ip == NULL || iptrie_parse_cidr(r->ip, r->ip_len, &p) != 0) {
         skip(b, T_IPS, &s->skips.bad_cidr, r->id, "ip '%s' is not an IP address or CIDR",
@@ -570,7 +591,7 @@ int snapshot_builder_provider(struct snapshot_builder *b, const struct snapshot_
 {
     struct snapshot *s = b->s;
     char shown[80];
-    if (s->base != NULL) return -1; /* a delta shares its base's providers */
+    if (s->provs_from != NULL) return -1; /* this delta borrows the providers */
     /* NULL flags read as the column defaults: visible, enabled, not global */
     if (r->is_visible == SNAPSHOT_FALSE || r->is_disabled == SNAPSHOT_TRUE) return 0;
     if (r->port_min < 1 || r->port_max > 65535 || r->port_min > r->port_max) {
@@ -821,7 +842,7 @@ struct snapshot *snapshot_builder_finish(struct snapshot_builder *b, snapshot_re
 {
     if (b == NULL) return NULL;
     if (carry_over(b->s, b->prev) != 0 || index_users(b) != 0 ||
-        (b->s->base == NULL &&
+        (b->s->provs_from == NULL &&
          finish_providers(b, resolve != NULL ? resolve : snapshot_resolve_dns, arg) != 0)) {
         snapshot_builder_abort(b);
         return NULL;

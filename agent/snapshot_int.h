@@ -75,11 +75,16 @@ struct snapshot {
 
     /* A delta (snapshot_builder_delta): urec and slots hold only the users
      * that changed since base was loaded, the gone ones as removed records;
-     * any other username is looked up in base, whose hash key, whitelist and
-     * providers this snapshot borrows. base is a whole snapshot (never a
-     * delta) and is held by a reference. NULL: a whole snapshot. */
+     * any other username is looked up in base, whose hash key it shares.
+     * base is a whole snapshot (never a delta), held by a reference. NULL: a
+     * whole snapshot. */
     struct snapshot *base;
     size_t n_delta; /* records in a delta's table, removed ones included */
+    /* A delta that did not read the whitelist again borrows it (trie, ips)
+     * from ips_from, and one that did not read the providers again borrows
+     * them (provs, global, country) from provs_from: snapshots that own
+     * them, held by a reference. NULL: this snapshot's own. */
+    struct snapshot *ips_from, *provs_from;
 };
 
 void snapshot_retain(struct snapshot *s);
@@ -111,10 +116,15 @@ void snapshot_builder_abort(struct snapshot_builder *b);
  * the current row of every user that changed (is_active SNAPSHOT_FALSE for a
  * user that was deleted or deactivated) with snapshot_builder_user, then
  * snapshot_builder_finish. The result holds prev's changes plus these (these
- * win), over prev's whole snapshot; whitelist, providers and the skip counts
- * of the last whole load are shared with it. No ip or provider rows.
+ * win), over prev's whole snapshot, and prev's skip counts plus its own.
+ * reread says which other parts are read again: feed all their rows (finish
+ * resolves provider hosts as for a whole build); the others are shared with
+ * prev, and rows for them are refused (-1).
  */
-struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t loaded_at_ms);
+#define SNAPSHOT_REREAD_IPS       1u /* authorized_ips */
+#define SNAPSHOT_REREAD_PROVIDERS 2u /* proxies */
+struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t loaded_at_ms,
+                                                unsigned reread);
 /* Records in a delta's own table (0 for a whole snapshot). */
 size_t snapshot_delta_size(const struct snapshot *s);
 /* Whether the delta s has a record (changed or removed) for name. */

@@ -20,17 +20,20 @@
  * duration, so a table that changes all the time keeps the thread at most
  * half busy.
  *
- * Deltas: when only users changed (the notification's payload says which
- * table) and sql/migrations/004 is applied, the load reads just the users
- * named in gw_user_changes since the last read (pg_delta) and publishes a
- * delta over the current whole snapshot: milliseconds, where a million users
- * take seconds. Everything else is a whole load: the periodic one (which also
- * re-resolves provider hosts), a change to authorized_ips or proxies, the
- * first load on a new connection (notifications may have been missed), and
- * a delta that cannot be had (a statement that changed more than
+ * Deltas: with sql/migrations/004 applied, users are not read again for
+ * every load. A load reads the users named in gw_user_changes since the last
+ * read (pg_delta) and publishes a delta over the last whole snapshot:
+ * milliseconds, where a million users take seconds. When only users changed
+ * (the notification's payload names the table) that is all it reads; a
+ * change to authorized_ips or proxies reads that table again as well, and
+ * so does the periodic refresh for proxies (re-resolving provider hosts).
+ * Every row is read (READ_WHOLE) at the first load on a connection
+ * (notifications may have been missed), every WHOLE_EVERY refreshes, and
+ * when a delta cannot be had: a statement that changed more than
  * DELTA_MAX_ROWS users, a TRUNCATE, more than DELTA_MAX_SIZE changes piled
- * up, no change log). The snapshot file is written after whole loads, after
- * deltas at most once per refresh_s, and at a clean stop.
+ * up, no change log. The snapshot file is written after loads that read a
+ * table again, after deltas of users alone at most once per refresh_s, and
+ * at a clean stop.
  *
  * Failures keep the last snapshot: the error is logged, postgres_ok turns
  * false, and the load is retried after 1 s, 2 s, 4 s... up to refresh_s; a
@@ -60,6 +63,7 @@
 #define FETCH_ROWS          50000 /* rows per FETCH from a cursor */
 #define DELTA_MAX_ROWS      10000 /* changed users read as a delta; more: a whole load */
 #define DELTA_MAX_SIZE      50000 /* changes a delta may carry; more: a whole load */
+#define WHOLE_EVERY         20    /* every user read again at least every this many refresh_s */
 #define DEFAULT_REFRESH_S   60
 #define DEFAULT_CONNECT_S   5
 #define FIRST_BACKOFF_MS    1000
@@ -80,15 +84,30 @@ struct snapshot_loader {
     uint32_t last_load_ms;
     /* Deltas (sql/migrations/004): when gw_user_changes is there and
      * readable, a change to users only reads the changed users. */
-    bool log_ok;        /* seen by the last whole load */
-    int64_t cursor;     /* txid_snapshot_xmin of the last read of users */
-    int64_t last_whole; /* monotonic ms when the last whole load ended */
-    int64_t last_save;  /* monotonic ms of the last snapshot file write */
-    bool dirty;         /* a delta was published since that write */
+    bool log_ok;            /* seen by the last whole load */
+    int64_t cursor;         /* txid_snapshot_xmin of the last read of users */
+    int64_t last_whole;     /* monotonic ms when the last whole load ended */
+    int64_t last_providers; /* ... the last load that read the providers */
+    int64_t last_save;      /* monotonic ms of the last snapshot file write */
+    bool dirty;             /* a delta was published since that write */
 };
 
-/* What a notification on gw_snapshot says changed (its payload is the table). */
-enum { CHANGED_USERS = 1, CHANGED_OTHER = 2 };
+/* What a load reads besides the changed users (0: just them, a delta). */
+#define READ_IPS       SNAPSHOT_REREAD_IPS       /* every authorized_ips row */
+#define READ_PROVIDERS SNAPSHOT_REREAD_PROVIDERS /* every proxies row */
+#define READ_WHOLE     7u                        /* every row of the three tables */
+
+/* What a notification on gw_snapshot (its payload is the table) asks the next
+ * load to read: READ_* bits, or CHANGED_USERS for a delta alone. */
+#define CHANGED_USERS 8u
+
+static const char *load_name(unsigned read)
+{
+    static const char *const names[] = {"changed users", "whitelist, changed users",
+                                        "providers, changed users",
+                                        "whitelist, providers, changed users"};
+    return read == READ_WHOLE ? "everything" : names[read & 3];
+}
 
 /* Connects and LISTENs. NULL with err set on failure. */
 static PGconn *loader_connect(const struct snapshot_loader *l, char *err, size_t errlen)
@@ -102,15 +121,23 @@ static PGconn *loader_connect(const struct snapshot_loader *l, char *err, size_t
     return pg_connect(&p, err, errlen);
 }
 
-/* Reads every pending notification; returns CHANGED_* bits, 0 when there
- * was none. A broken connection shows in PQstatus afterwards. */
+/* Reads every pending notification; returns what they ask for (READ_* and
+ * CHANGED_USERS bits), 0 when there was none. A broken connection shows in
+ * PQstatus afterwards. */
 static unsigned drain_notifies(PGconn *c)
 {
     unsigned changed = 0;
     PGnotify *n;
     PQconsumeInput(c);
     while ((n = PQnotifies(c)) != NULL) {
-        changed |= strcmp(n->extra, "users") == 0 ? CHANGED_USERS : CHANGED_OTHER;
+        if (strcmp(n->extra, "users") == 0)
+            changed |= CHANGED_USERS;
+        else if (strcmp(n->extra, "authorized_ips") == 0)
+            changed |= READ_IPS;
+        else if (strcmp(n->extra, "proxies") == 0)
+            changed |= READ_PROVIDERS;
+        else
+            changed |= READ_WHOLE;
         PQfreemem(n);
     }
     return changed;
@@ -277,6 +304,25 @@ static int change_log_state(PGconn *c, bool *log_ok, int64_t *xmin, char *err, s
     return rc;
 }
 
+/* The providers and the whitelist, as read says, into b (inside a load's
+ * transaction). */
+static int read_lists(PGconn *c, unsigned read, struct snapshot_builder *b, char *err,
+                      size_t errlen)
+{
+    if ((read & READ_PROVIDERS) &&
+        pg_rows(c,
+                "SELECT id, base_url, name, slug, username, password, url_template, port_min, "
+                "port_max, is_visible, is_disabled, is_global, country_format "
+                "FROM proxies ORDER BY id",
+                b, add_providers, err, errlen) < 0)
+        return -1;
+    if (!(read & READ_IPS)) return 0;
+    return pg_cursor(c, "gw_snapshot_ips",
+                     "SELECT id, ip, is_active FROM authorized_ips "
+                     "WHERE is_active IS NOT FALSE ORDER BY id",
+                     b, add_ips, err, errlen);
+}
+
 /*
  * One load: the three tables in one read-only REPEATABLE READ transaction,
  * then DNS (falling back to prev's addresses). NULL-flag semantics are the builder's (NULL
@@ -296,18 +342,7 @@ static struct snapshot *pg_load(struct snapshot_loader *l, const struct snapshot
     bool log_ok = false;
     int64_t cursor = 0;
     if (rc == 0) rc = change_log_state(c, &log_ok, &cursor, err, errlen);
-    if (rc == 0 &&
-        pg_rows(c,
-                "SELECT id, base_url, name, slug, username, password, url_template, port_min, "
-                "port_max, is_visible, is_disabled, is_global, country_format "
-                "FROM proxies ORDER BY id",
-                b, add_providers, err, errlen) < 0)
-        rc = -1;
-    if (rc == 0)
-        rc = pg_cursor(c, "gw_snapshot_ips",
-                       "SELECT id, ip, is_active FROM authorized_ips "
-                       "WHERE is_active IS NOT FALSE ORDER BY id",
-                       b, add_ips, err, errlen);
+    if (rc == 0) rc = read_lists(c, READ_WHOLE, b, err, errlen);
     if (rc == 0)
         rc = pg_cursor(c, "gw_snapshot_users",
                        "SELECT id, username, password, is_active FROM users "
@@ -332,20 +367,64 @@ static struct snapshot *pg_load(struct snapshot_loader *l, const struct snapshot
     return s;
 }
 
+/*
+ * The changed users (the rows of the query in pg_delta) into *b, made on
+ * prev when NULL and there is a change. Returns how many, or -1 with err
+ * set when a delta will not do.
+ */
+static int add_changed_users(struct snapshot_builder **b, struct snapshot *prev, PGconn *c,
+                             const PGresult *res, char *err, size_t errlen)
+{
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        pg_message(err, errlen, "reading gw_user_changes",
+                   res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        return -1;
+    }
+    int n = PQntuples(res);
+    size_t piled = snapshot_delta_size(prev) + (size_t)n;
+    if (n > 0 && PQgetisnull(res, 0, 0)) {
+        snprintf(err, errlen, "a statement changed more users than a delta lists");
+        return -1;
+    }
+    if (n > DELTA_MAX_ROWS || piled > DELTA_MAX_SIZE) {
+        snprintf(err, errlen, "%s%zu users changed", n > DELTA_MAX_ROWS ? "more than " : "",
+                 n > DELTA_MAX_ROWS ? (size_t)DELTA_MAX_ROWS : piled);
+        return -1;
+    }
+    if (n > 0 && *b == NULL && (*b = snapshot_builder_delta(prev, snapshot_wall_ms(), 0)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        bool gone = PQgetisnull(res, i, 1);
+        struct snapshot_user_row r = {.id = (int32_t)ival(res, i, 1),
+                                      .is_active = gone ? SNAPSHOT_FALSE : bval(res, i, 3)};
+        r.username = val(res, i, 0, &r.username_len);
+        r.password = val(res, i, 2, &r.password_len);
+        if (snapshot_builder_user(*b, &r) != 0) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    return n;
+}
+
 /* Why a delta was not possible (a whole load follows). */
 enum delta_result { DELTA_OK, DELTA_WHOLE, DELTA_FAILED };
 
 /*
  * One delta: the users named in gw_user_changes since l->cursor, as they
- * are now, in one REPEATABLE READ transaction, on top of prev. *out is the
- * new snapshot (NULL when nothing changed). DELTA_WHOLE (with err saying
- * why) when a whole load is needed instead: too many changes, a TRUNCATE,
- * or the log cannot be read; DELTA_FAILED when the connection broke.
+ * are now, and the whitelist and providers as read says, in one
+ * REPEATABLE READ transaction, on top of prev. *out is the new snapshot
+ * (NULL when nothing changed). DELTA_WHOLE (with err saying why) when a
+ * whole load is needed instead: too many changes, a TRUNCATE, or the log
+ * cannot be read; DELTA_FAILED when the connection broke.
  */
-static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *prev,
+static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *prev, unsigned read,
                                   struct snapshot **out, size_t *changed, char *err, size_t errlen)
 {
     PGconn *c = l->conn;
+    struct snapshot_builder *b = NULL;
     *out = NULL;
     *changed = 0;
     bool log_ok;
@@ -356,6 +435,13 @@ static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *pr
     if (!log_ok) {
         snprintf(err, errlen, "gw_user_changes is gone or not readable");
         goto whole;
+    }
+    if (read) {
+        if ((b = snapshot_builder_delta(prev, snapshot_wall_ms(), read)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto whole;
+        }
+        if (read_lists(c, read, b, err, errlen) != 0) goto whole;
     }
     char since[24], limit[24];
     snprintf(since, sizeof(since), "%lld", (long long)l->cursor);
@@ -368,56 +454,21 @@ static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *pr
                                  "LEFT JOIN users u ON u.username = c.username "
                                  "ORDER BY c.username NULLS FIRST LIMIT $2::bigint",
                                  2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        pg_message(err, errlen, "reading gw_user_changes",
-                   res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c));
-        PQclear(res);
-        goto whole;
-    }
-    int n = PQntuples(res);
-    if (n > 0 && PQgetisnull(res, 0, 0)) {
-        snprintf(err, errlen, "a statement changed more users than a delta lists");
-        PQclear(res);
-        goto whole;
-    }
-    if (n > DELTA_MAX_ROWS || snapshot_delta_size(prev) + (size_t)n > DELTA_MAX_SIZE) {
-        snprintf(err, errlen, "%s%d users changed", n > DELTA_MAX_ROWS ? "more than " : "",
-                 n > DELTA_MAX_ROWS ? DELTA_MAX_ROWS : n + (int)snapshot_delta_size(prev));
-        PQclear(res);
-        goto whole;
-    }
-    struct snapshot_builder *b = n > 0 ? snapshot_builder_delta(prev, snapshot_wall_ms()) : NULL;
-    if (n > 0 && b == NULL) {
-        PQclear(res);
-        snprintf(err, errlen, "out of memory");
-        goto whole;
-    }
-    for (int i = 0; i < n; i++) {
-        bool gone = PQgetisnull(res, i, 1);
-        struct snapshot_user_row r = {.id = (int32_t)ival(res, i, 1),
-                                      .is_active = gone ? SNAPSHOT_FALSE : bval(res, i, 3)};
-        r.username = val(res, i, 0, &r.username_len);
-        r.password = val(res, i, 2, &r.password_len);
-        if (snapshot_builder_user(b, &r) != 0) {
-            snapshot_builder_abort(b);
-            PQclear(res);
-            snprintf(err, errlen, "out of memory");
-            goto whole;
-        }
-    }
+    int n = add_changed_users(&b, prev, c, res, err, errlen);
     PQclear(res);
-    if (pg_command(c, "COMMIT", err, errlen) != 0) {
-        snapshot_builder_abort(b);
-        goto whole;
-    }
-    if (b != NULL && (*out = snapshot_builder_finish(b, NULL, NULL)) == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return DELTA_WHOLE;
+    if (n < 0 || pg_command(c, "COMMIT", err, errlen) != 0) goto whole;
+    if (b != NULL) {
+        *out = snapshot_builder_finish(b, resolve_with_fallback, prev);
+        if (*out == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return DELTA_WHOLE;
+        }
     }
     l->cursor = cursor;
     *changed = (size_t)n;
     return DELTA_OK;
 whole:
+    snapshot_builder_abort(b);
     if (PQstatus(c) != CONNECTION_OK) return DELTA_FAILED;
     if (PQtransactionStatus(c) != PQTRANS_IDLE) {
         char ignored[64];
@@ -429,35 +480,35 @@ whole:
 static struct snapshot *current(struct snapshot_store *st);
 
 /*
- * Connects when needed and loads: a delta when whole is false, the
- * connection was already there and the last whole load saw the change log;
- * else, or when the delta cannot be had, a whole load. *changed is the
- * number of users a delta read, SIZE_MAX after a whole load. Returns the new
- * snapshot; NULL with err "" when a delta found nothing changed; NULL with
- * err set on failure (a broken connection is dropped).
+ * Connects when needed and loads what *read says (READ_*); a whole load
+ * instead (and *read says so) on a new connection, when the last whole load
+ * did not see the change log, or when the delta cannot be had. *changed is the number of
+ * users a delta read. Returns the new snapshot; NULL with err "" when a
+ * delta of users found nothing changed; NULL with err set on failure (a
+ * broken connection is dropped).
  */
-static struct snapshot *attempt(struct snapshot_loader *l, bool whole, size_t *changed, char *err,
-                                size_t errlen)
+static struct snapshot *attempt(struct snapshot_loader *l, unsigned *read, size_t *changed,
+                                char *err, size_t errlen)
 {
     err[0] = '\0';
     *changed = 0;
     if (l->conn == NULL) {
-        whole = true; /* notifications may have been missed meanwhile */
+        *read = READ_WHOLE; /* notifications may have been missed meanwhile */
         if ((l->conn = loader_connect(l, err, errlen)) == NULL) return NULL;
     }
     int64_t t0 = snapshot_mono_ms();
     struct snapshot *prev = l->st ? current(l->st) : NULL; /* none at the first load */
     struct snapshot *s = NULL;
     enum delta_result dr = DELTA_WHOLE;
-    if (!whole && prev != NULL && l->log_ok) {
-        char why[512];
-        dr = pg_delta(l, prev, &s, changed, why, sizeof(why));
+    if (*read != READ_WHOLE && prev != NULL && l->log_ok) {
+        char why[512] = "";
+        dr = pg_delta(l, prev, *read, &s, changed, why, sizeof(why));
         if (dr == DELTA_WHOLE) log_info("snapshot: reading every user: %s", why);
         if (dr == DELTA_FAILED) snprintf(err, errlen, "%s", why);
     }
     if (dr == DELTA_WHOLE) {
+        *read = READ_WHOLE;
         s = pg_load(l, prev, err, errlen);
-        *changed = SIZE_MAX;
     }
     snapshot_release(prev);
     if (s != NULL || err[0] == '\0') {
@@ -478,18 +529,19 @@ static void format_time(int64_t ms, char *buf, size_t cap)
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void log_loaded(const struct snapshot *s, uint32_t ms, uint64_t generation)
+static void log_loaded(const struct snapshot *s, unsigned read, uint32_t ms, uint64_t generation)
 {
     const struct snapshot_skips *k = snapshot_skipped(s);
     const struct snap_provider *const *pp;
     size_t global = snapshot_providers(s, true, &pp);
-    log_info("snapshot: generation %llu from PostgreSQL in %u ms: %zu users, %zu whitelist "
+    log_info("snapshot: generation %llu from PostgreSQL (%s) in %u ms: %zu users, %zu whitelist "
              "prefixes, %zu providers (%zu global); skipped rows: %u bad CIDR, %u bad port range, "
              "%u bad country_format, %u bad template, %u unresolved host, %u bad user, "
              "%u duplicate",
-             (unsigned long long)generation, ms, snapshot_user_count(s), snapshot_ip_count(s),
-             snapshot_provider_count(s), global, k->bad_cidr, k->bad_port_range,
-             k->bad_country_format, k->bad_template, k->unresolved_host, k->bad_user, k->duplicate);
+             (unsigned long long)generation, load_name(read), ms, snapshot_user_count(s),
+             snapshot_ip_count(s), snapshot_provider_count(s), global, k->bad_cidr,
+             k->bad_port_range, k->bad_country_format, k->bad_template, k->unresolved_host,
+             k->bad_user, k->duplicate);
 }
 
 static void save(struct snapshot_loader *l, const struct snapshot *s)
@@ -530,7 +582,7 @@ static void set_failed(struct snapshot_store *st, bool count)
  * said. The file is written after a whole load, and after deltas at most
  * once per refresh interval (a million users take a while to write).
  */
-static void loaded(struct snapshot_loader *l, struct snapshot *s, size_t changed)
+static void loaded(struct snapshot_loader *l, struct snapshot *s, unsigned read, size_t changed)
 {
     struct snapshot_store *st = l->st;
     pthread_mutex_lock(&st->mu);
@@ -551,16 +603,16 @@ static void loaded(struct snapshot_loader *l, struct snapshot *s, size_t changed
         snapshot_store_publish(st, s);
         struct snapshot_store_status now;
         snapshot_store_status(st, &now);
-        if (changed == SIZE_MAX)
-            log_loaded(s, l->last_load_ms, now.generation);
-        else
+        if (read == 0)
             log_info("snapshot: generation %llu from PostgreSQL in %u ms: %zu changed users "
                      "applied (%zu changes since the last whole load); %zu users",
                      (unsigned long long)now.generation, l->last_load_ms, changed,
                      snapshot_delta_size(s), snapshot_user_count(s));
+        else
+            log_loaded(s, read, l->last_load_ms, now.generation);
         l->dirty = true;
     }
-    if (l->dirty && (changed == SIZE_MAX || snapshot_mono_ms() - l->last_save >= l->refresh_ms)) {
+    if (l->dirty && (read != 0 || snapshot_mono_ms() - l->last_save >= l->refresh_ms)) {
         struct snapshot *cur = s != NULL ? s : current(st);
         save(l, cur);
         if (s == NULL) snapshot_release(cur);
@@ -586,7 +638,7 @@ static void *loader_main(void *arg)
     struct snapshot_loader *l = arg;
     /* Building a million-user snapshot takes a core for a second or two:
      * verdicts come first whenever both want the same CPU. */
-    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 10) != 0)
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 19) != 0)
         log_debug("snapshot: cannot lower the loader thread's priority: %s", strerror(errno));
     if (l->save_first) {
         struct snapshot *s = current(l->st);
@@ -603,7 +655,7 @@ static void *loader_main(void *arg)
     int64_t last_end = now;
     unsigned pending = 0;    /* CHANGED_* notified since the last load began */
     bool need_whole = false; /* a whole load failed: the next one is whole too */
-    l->last_whole = l->last_save = now;
+    l->last_whole = l->last_providers = l->last_save = now;
     char err[1024];
 
     while (!atomic_load(&l->stopping)) {
@@ -636,22 +688,25 @@ static void *loader_main(void *arg)
             continue;
         }
 
-        /* Users alone changed: a delta will do. The periodic refresh (which
-         * also re-resolves provider hosts) and any other change read
-         * everything. */
+        /* The changed users always; the tables the notifications named; the
+         * providers at each periodic refresh (which re-resolves their
+         * hosts); every row every WHOLE_EVERY refreshes (a safety net for
+         * changes the triggers did not log). */
         if (l->conn != NULL) pending |= drain_notifies(l->conn);
-        bool whole =
-            need_whole || (pending & CHANGED_OTHER) != 0 || now - l->last_whole >= l->refresh_ms;
+        unsigned read = pending & READ_WHOLE;
+        if (need_whole || now - l->last_whole >= WHOLE_EVERY * l->refresh_ms) read = READ_WHOLE;
+        if (now - l->last_providers >= l->refresh_ms) read |= READ_PROVIDERS;
         pending = 0;
         size_t changed;
-        struct snapshot *s = attempt(l, whole, &changed, err, sizeof(err));
+        struct snapshot *s = attempt(l, &read, &changed, err, sizeof(err));
         now = snapshot_mono_ms();
         if (s != NULL || err[0] == '\0') {
-            if (changed == SIZE_MAX) {
+            if (read & READ_PROVIDERS) l->last_providers = now;
+            if (read == READ_WHOLE) {
                 l->last_whole = now;
                 need_whole = false;
             }
-            loaded(l, s, changed);
+            loaded(l, s, read, changed);
             backoff = 0;
             last_end = snapshot_mono_ms();
             gap = l->last_load_ms;
@@ -660,7 +715,8 @@ static void *loader_main(void *arg)
             if (l->conn != NULL && (pending = drain_notifies(l->conn)) != 0) due = last_end + gap;
             continue;
         }
-        need_whole = need_whole || whole;
+        need_whole = need_whole || read == READ_WHOLE;
+        pending |= read | CHANGED_USERS; /* still owed */
         set_failed(l->st, true);
         backoff = backoff == 0 ? FIRST_BACKOFF_MS : backoff * 2;
         if (backoff > l->refresh_ms) backoff = l->refresh_ms;
@@ -717,7 +773,8 @@ struct snapshot_store *snapshot_store_start(const struct snapshot_store_config *
 
     char err[1024];
     size_t changed;
-    struct snapshot *s = attempt(l, true, &changed, err, sizeof(err));
+    unsigned read = READ_WHOLE;
+    struct snapshot *s = attempt(l, &read, &changed, err, sizeof(err));
     bool from_disk = false;
     if (s == NULL) {
         log_error("snapshot: cannot load the first snapshot from PostgreSQL: %s", err);
@@ -762,7 +819,7 @@ struct snapshot_store *snapshot_store_start(const struct snapshot_store_config *
         st->status.loads_ok = 1;
         st->status.last_ok_ms = snapshot_loaded_at_ms(s);
         st->status.last_load_ms = l->last_load_ms;
-        log_loaded(s, l->last_load_ms, 1);
+        log_loaded(s, READ_WHOLE, l->last_load_ms, 1);
     }
 
     /* The thread takes no signals: they are the main thread's business. */

@@ -12,11 +12,15 @@
 # first with 10 users, then with 1,000,000 users and 100,000 whitelist entries
 # (PostgreSQL load time and agent RSS printed), then runs while the snapshot
 # changes every second:
-#   delta   a user is updated (NOTIFY; the agent reads only changed users)
-#   whole   a whitelist row is updated (NOTIFY; the agent reads everything:
-#           1M users, as after a reconnect, a bulk statement, or every 20
-#           refresh intervals); loads are spaced by their own duration, so
-#           about half of the run has a whole load going on
+#   users      a user is updated (NOTIFY; the agent reads only changed users)
+#   providers  a provider row is updated (the agent reads the providers and
+#              the changed users: what the periodic refresh does)
+#   whitelist  a whitelist row is updated (the agent reads the 100,000
+#              whitelist rows and the changed users)
+#   all     10,001 users are updated in one statement (too many to list: the
+#           agent reads everything, as after a reconnect or every 20 refresh
+#           intervals); loads are spaced by their own duration, so about half
+#           of the run has a whole load going on
 # each closed loop (as fast as the agent answers, 128 frames in flight: the
 # latency is mostly queueing) and open loop at RATE frames/s (default 50,000,
 # evenly spaced; latency counted from when each frame was due).
@@ -66,11 +70,11 @@ run() {
     p50=$(sed -n 's/.* p50_us=\([0-9.]*\).*/\1/p' <<<"$out")
     p99=$(sed -n 's/.* p99_us=\([0-9.]*\).*/\1/p' <<<"$out")
     errors=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$out")
-    RESULTS+=("$(printf '%-44s %12.0f %9s %9s %6s' "$label" "${rate:-0}" "${p50:--}" "${p99:--}" "${errors:--}")")
+    RESULTS+=("$(printf '%-46s %12.0f %9s %9s %6s' "$label" "${rate:-0}" "${p50:--}" "${p99:--}" "${errors:--}")")
     printf '%s\n' "${RESULTS[-1]}"
 }
 
-header() { printf '%-44s %12s %9s %9s %6s\n' "run" "verdicts/s" "p50 us" "p99 us" "errors"; }
+header() { printf '%-46s %12s %9s %9s %6s\n' "run" "verdicts/s" "p50 us" "p99 us" "errors"; }
 
 echo "== verdict benchmark: 1 agent worker thread (CPU 0), client on CPU 1, 4 conns x 32 in flight, ${SECS}s per run"
 header
@@ -92,7 +96,7 @@ psql_gw "ANALYZE" >/dev/null
 echo "users: $(psql_gw 'SELECT count(*) FROM users'), whitelist rows: $(psql_gw 'SELECT count(*) FROM authorized_ips')"
 
 agent_up bignored --traffic-logging false
-load_ms=$(grep -o 'from PostgreSQL in [0-9]* ms' "$GW_TMP/bignored.log" | head -1 | grep -o '[0-9]*')
+load_ms=$(grep -o 'from PostgreSQL (everything) in [0-9]* ms' "$GW_TMP/bignored.log" | head -1 | grep -o '[0-9]*')
 [ -n "$load_ms" ] || load_ms=$(grep -ho 'in [0-9]* ms' "$GW_TMP/bignored.log" | head -1 | grep -o '[0-9]*')
 rss_kb=$(ps -o rss= -p "$(pgrep -f -n "$AGENT.*$AGENT_PORT")" | tr -d ' ')
 header
@@ -134,8 +138,14 @@ echo "== p99 while the snapshot changes every second, 1M users, + Redis"
 echo "   (no change: the same psql session running SELECT 1, the control for the rows below it)"
 USER_SQL="UPDATE users SET is_active = true WHERE username = 'user1'"
 IP_SQL="UPDATE authorized_ips SET is_active = true WHERE ip = '10.0.0.1'"
-d0=$(loads 'changed users applied')
-w0=$(loads 'whitelist prefixes')
+BULK_SQL="UPDATE users SET is_active = true WHERE id <= 10001"
+PROV_SQL="UPDATE proxies SET name = name WHERE slug = 'demo-de'"
+# kind <pattern>: "count mean_ms" of the loads logged with "<pattern> in N ms" since the mark
+mark=$(wc -l <"$GW_TMP/bigred.log")
+kind() {
+    tail -n +"$((mark + 1))" "$GW_TMP/bigred.log" | grep -o "$1 in [0-9]* ms" |
+        awk '{n++; s += $(NF - 1)} END {printf "%d %s", n, n ? sprintf("%.1f", s / n) : "-"}'
+}
 quiet
 for mode in closed open; do
     args=()
@@ -145,26 +155,39 @@ for mode in closed open; do
     run "no change (SELECT 1 every 1 s), $label" $((SECS * 2)) "${args[@]}"
     wait "$CHANGER"
     changing "$USER_SQL" $((SECS * 2))
-    run "delta every 1 s, $label" $((SECS * 2)) "${args[@]}"
+    run "users: a user updated every 1 s, $label" $((SECS * 2)) "${args[@]}"
+    wait "$CHANGER"
+    quiet
+    changing "$PROV_SQL" $((SECS * 2))
+    run "providers: a provider row every 1 s, $label" $((SECS * 2)) "${args[@]}"
     wait "$CHANGER"
     quiet
     changing "$IP_SQL" $((SECS * 2))
-    run "whole loads, $label" $((SECS * 2)) "${args[@]}"
+    run "whitelist: a whitelist row every 1 s, $label" $((SECS * 2)) "${args[@]}"
+    wait "$CHANGER"
+    quiet
+    changing "$BULK_SQL" $((SECS * 2))
+    run "all: 10,001 users every 1 s, $label" $((SECS * 2)) "${args[@]}"
     wait "$CHANGER"
     quiet
 done
-deltas=$(($(loads 'changed users applied') - d0))
-wholes=$(($(loads 'whitelist prefixes') - w0))
-delta_ms=$(grep -o 'in [0-9]* ms: [0-9]* changed users' "$GW_TMP/bigred.log" | awk '{s += $2; n++} END {if (n) printf "%.1f", s / n}')
-whole_ms=$(grep -o 'in [0-9]* ms: [0-9]* users' "$GW_TMP/bigred.log" | tail -n +2 | awk '{s += $2; n++} END {if (n) printf "%.0f", s / n}')
+n_users=$(tail -n +"$((mark + 1))" "$GW_TMP/bigred.log" | grep -c 'changed users applied')
+ms_users=$(tail -n +"$((mark + 1))" "$GW_TMP/bigred.log" | grep -o 'in [0-9]* ms: [0-9]* changed users' |
+    awk '{n++; s += $2} END {if (n) printf "%.1f", s / n; else printf "-"}')
+read -r n_prov ms_prov <<<"$(kind '(providers, changed users)')"
+read -r n_ips ms_ips <<<"$(kind '(whitelist, changed users)')"
+read -r n_all ms_all <<<"$(kind '(everything)')"
 agent_down bigred
 
 echo
 echo "== summary"
 printf '  snapshot load (1M users, 100k whitelist): %s ms        goal < 5000 ms\n' "${load_ms:-?}"
 printf '  agent RSS after load:                     %s MB        goal < 400 MB\n' "$(( ${rss_kb:-0} / 1024 ))"
-printf '  during the change runs: %s deltas (mean %s ms each), %s whole loads (mean %s ms each)\n' \
-    "$deltas" "${delta_ms:-?}" "$wholes" "${whole_ms:-?}"
+echo "  loads during the change runs (count, mean duration):"
+printf '    changed users only            %4s  %8s ms\n' "$n_users" "$ms_users"
+printf '    providers + changed users     %4s  %8s ms\n' "$n_prov" "$ms_prov"
+printf '    whitelist + changed users     %4s  %8s ms\n' "$n_ips" "$ms_ips"
+printf '    everything (1M users)         %4s  %8s ms\n' "$n_all" "$ms_all"
 echo "  goals: >= 250,000 verdicts/s without Redis, >= 100,000/s with Redis, p99 < 2 ms while reloading"
 echo "  (the echo line is the server's ceiling with a trivial handler, measured in the same run)"
 mkdir -p "$GW_ROOT/build/bench"

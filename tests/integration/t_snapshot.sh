@@ -184,6 +184,16 @@ assert_eq "user dora none" "$(probe user dora)" "old name gone after a rename"
 assert_match '^user dora2 id=[0-9]+ hash=0 password=dora-pw$' "$(probe user dora2)" "new name"
 assert_match 'changed users applied' "$(cat "$PROBE_LOG")" "applied as a delta"
 assert_eq "ip 10.20.30.40 allow" "$(probe ip 10.20.30.40)" "whitelist kept by the delta"
+g=$(generation)
+psql_gw "INSERT INTO authorized_ips (ip) VALUES ('198.51.100.0/24')"
+wait_until 2 eval '[[ $(probe ip 198.51.100.1) == *allow ]]'
+assert_eq "ip 198.51.100.1 allow" "$(probe ip 198.51.100.1)" "a whitelist change"
+assert_match 'from PostgreSQL \(whitelist, (providers, )?changed users\) in' "$(cat "$PROBE_LOG")" \
+    "read without reading every user"
+assert_match '^user dora2 id=[0-9]+ hash=0 password=dora-pw$' "$(probe user dora2)" "the delta's change kept"
+psql_gw "DELETE FROM authorized_ips WHERE ip = '198.51.100.0/24'"
+wait_until 2 eval '[[ $(probe ip 198.51.100.1) == *deny ]]'
+assert_eq "ip 198.51.100.1 deny" "$(probe ip 198.51.100.1)" "removed again"
 assert_eq "providers country 2 demo-de demo-us" "$(probe providers country)" "providers kept by the delta"
 n=$(field users "$(probe counts)")
 psql_gw "DELETE FROM users WHERE username IN ('dora2', 'eve')"

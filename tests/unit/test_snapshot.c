@@ -659,7 +659,7 @@ static uint32_t crc32_ref(const uint8_t *p, size_t n)
 /* A delta on prev from rows; never NULL. */
 static struct snapshot *delta(struct snapshot *prev, const struct snapshot_user_row *rows, size_t n)
 {
-    struct snapshot_builder *b = snapshot_builder_delta(prev, 1700000009999);
+    struct snapshot_builder *b = snapshot_builder_delta(prev, 1700000009999, 0);
     ck_assert_ptr_nonnull(b);
     for (size_t i = 0; i < n; i++)
         ck_assert_int_eq(snapshot_builder_user(b, &rows[i]), 0);
@@ -761,12 +761,87 @@ START_TEST(test_delta_bad_rows)
     ck_assert_uint_eq(snapshot_skipped(d)->bad_user, 2);
     ck_assert_uint_eq(snapshot_skipped(base)->bad_user, 0);
     /* a delta takes no whitelist or provider rows */
-    struct snapshot_builder *b = snapshot_builder_delta(base, 1);
+    struct snapshot_builder *b = snapshot_builder_delta(base, 1, 0);
     struct snapshot_ip_row ip = ip_row(1, "192.0.2.0/24", SNAPSHOT_TRUE);
     ck_assert_int_eq(snapshot_builder_ip(b, &ip), -1);
     snapshot_builder_abort(b);
     snapshot_free(d);
     snapshot_free(base);
+}
+END_TEST
+
+START_TEST(test_delta_new_lists)
+{
+    /* a delta that reads the whitelist and providers again keeps the user
+     * changes before it, and later deltas borrow its lists */
+    struct fake_dns dns = {0};
+    struct snapshot *base = demo_snapshot(&dns);
+    const struct snapshot_user_row first[] = {user_row(9, "bob", "bob-pw", SNAPSHOT_TRUE)};
+    struct snapshot *d1 = delta(base, first, 1);
+
+    struct snapshot_builder *b =
+        snapshot_builder_delta(d1, 1700000010000, SNAPSHOT_REREAD_IPS | SNAPSHOT_REREAD_PROVIDERS);
+    ck_assert_ptr_nonnull(b);
+    struct snapshot_ip_row ips[] = {ip_row(1, "192.0.2.0/24", SNAPSHOT_TRUE),
+                                    ip_row(2, "not-an-ip", SNAPSHOT_TRUE)};
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(snapshot_builder_ip(b, &ips[i]), 0);
+    struct snapshot_provider_row p = prov_row(7, "only-one", "only.test", SNAPSHOT_TRUE);
+    ck_assert_int_eq(snapshot_builder_provider(b, &p), 0);
+    struct snapshot_user_row carol = user_row(10, "carol", "c", SNAPSHOT_TRUE);
+    ck_assert_int_eq(snapshot_builder_user(b, &carol), 0);
+    struct snapshot *d2 = snapshot_builder_finish(b, fake_resolve, &dns);
+    ck_assert_ptr_nonnull(d2);
+    snapshot_free(d1);
+    ck_assert(allowed(d2, "192.0.2.7"));
+    ck_assert(!allowed(d2, "10.1.2.3")); /* the old whitelist is gone */
+    ck_assert_uint_eq(snapshot_provider_count(d2), 1);
+    ck_assert_str_eq(provider(d2, "only-one")->addr, "198.51.100.9");
+    ck_assert_uint_eq(snapshot_skipped(d2)->bad_cidr, 1);
+    ck_assert_str_eq(find(d2, "bob")->password, "bob-pw"); /* carried over */
+    ck_assert_str_eq(find(d2, "carol")->password, "c");
+    ck_assert_str_eq(find(d2, "myuser")->password, "mypassword"); /* the base's */
+    ck_assert_uint_eq(snapshot_user_count(d2), 6);
+
+    const struct snapshot_user_row third[] = {user_row(9, "bob", NULL, SNAPSHOT_FALSE)};
+    struct snapshot *d3 = delta(d2, third, 1);
+    snapshot_free(d2);
+    ck_assert(allowed(d3, "192.0.2.7")); /* borrowed from d2, kept alive */
+    ck_assert_ptr_nonnull(provider(d3, "only-one"));
+    ck_assert_uint_eq(snapshot_skipped(d3)->bad_cidr, 1);
+    ck_assert_ptr_null(find(d3, "bob"));
+    ck_assert_ptr_nonnull(find(d3, "carol"));
+    snapshot_free(base);
+    ck_assert_ptr_nonnull(find(d3, "hashed"));
+
+    /* the providers alone read again: the whitelist stays d2's */
+    b = snapshot_builder_delta(d3, 1700000020000, SNAPSHOT_REREAD_PROVIDERS);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(snapshot_builder_ip(b, &ips[0]), -1);
+    p = prov_row(8, "another", "another.test", SNAPSHOT_FALSE);
+    ck_assert_int_eq(snapshot_builder_provider(b, &p), 0);
+    struct snapshot *d4 = snapshot_builder_finish(b, fake_resolve, &dns);
+    ck_assert_ptr_nonnull(d4);
+    snapshot_free(d3);
+    ck_assert(allowed(d4, "192.0.2.7"));
+    ck_assert_uint_eq(snapshot_ip_count(d4), 1);
+    ck_assert_ptr_null(provider(d4, "only-one"));
+    ck_assert_ptr_nonnull(provider(d4, "another"));
+    ck_assert_uint_eq(snapshot_skipped(d4)->bad_cidr, 1); /* the whitelist's, kept */
+    ck_assert_ptr_nonnull(find(d4, "carol"));
+
+    /* the whitelist alone: the providers stay d4's */
+    b = snapshot_builder_delta(d4, 1700000030000, SNAPSHOT_REREAD_IPS);
+    ck_assert_int_eq(snapshot_builder_provider(b, &p), -1);
+    ck_assert_int_eq(snapshot_builder_ip(b, &ips[1]), 0);
+    struct snapshot *d5 = snapshot_builder_finish(b, fake_resolve, &dns);
+    snapshot_free(d4);
+    ck_assert_uint_eq(snapshot_ip_count(d5), 0);
+    ck_assert(!allowed(d5, "192.0.2.7"));
+    ck_assert_ptr_nonnull(provider(d5, "another"));
+    ck_assert_uint_eq(snapshot_skipped(d5)->bad_cidr, 1);
+    ck_assert_ptr_nonnull(find(d5, "carol"));
+    snapshot_free(d5);
 }
 END_TEST
 
@@ -1262,6 +1337,7 @@ Suite *snapshot_suite(void)
     tcase_add_test(tc, test_delta_changes);
     tcase_add_test(tc, test_delta_on_delta);
     tcase_add_test(tc, test_delta_bad_rows);
+    tcase_add_test(tc, test_delta_new_lists);
     tcase_add_test(tc, test_delta_file);
     tcase_add_test(tc, test_delta_many);
     tcase_set_timeout(tc, 60);
