@@ -70,8 +70,8 @@ static const struct option_def options[O_COUNT] = {
     [O_POSTGRES_URI] = {"postgres-uri", "POSTGRES_URI", OPT_STR, "", 0, 0,
                         "PostgreSQL connection string (required by the gateway handler)"},
     [O_REFRESH] = {"refresh-interval", "REFRESH_INTERVAL", OPT_UINT, "30", 1, 86400,
-                   "seconds between reloads of the whitelist and providers (all users every "
-                   "20th time; changes also apply at once via NOTIFY)"},
+                   "seconds between periodic reloads (providers, changed users and whitelist "
+                   "rows; every row every 20th time; changes also apply at once via NOTIFY)"},
     [O_SNAPSHOT] = {"snapshot-path", "GW_SNAPSHOT_PATH", OPT_STR,
                     "/var/lib/gw-agent/snapshot.msgpack", 0, 0,
                     "file the last good snapshot is saved to, and started from when "

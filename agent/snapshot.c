@@ -299,7 +299,10 @@ static const char *const table_name[T_COUNT] = {"users", "authorized_ips", "prox
 
 struct snapshot_builder {
     struct snapshot *s;
-    struct snapshot *prev;     /* a delta's: whose changes it carries over */
+    struct snapshot *prev;      /* a delta's: whose changes it carries over */
+    struct snapshot *patch_ips; /* SNAPSHOT_PATCH_IPS: the owner of prev's whitelist */
+    int32_t *ip_ids;            /* ... and the ids of the rows that changed */
+    size_t n_ip_ids, ip_ids_cap;
     uint32_t skipped[T_COUNT]; /* rows skipped per table, for the log limit */
     uint32_t host_bits;        /* CIDRs with host bits set, for the log limit */
 };
@@ -346,6 +349,8 @@ void snapshot_builder_abort(struct snapshot_builder *b)
     if (b == NULL) return;
     snapshot_destroy(b->s);
     snapshot_release(b->prev);
+    snapshot_release(b->patch_ips);
+    free(b->ip_ids);
     free(b);
 }
 
@@ -363,6 +368,9 @@ struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t l
     s->skips = prev->skips; /* the parts read again count theirs afresh */
     if (reread & SNAPSHOT_REREAD_IPS) {
         s->skips.bad_cidr = 0;
+    } else if (reread & SNAPSHOT_PATCH_IPS) {
+        b->patch_ips = prev->ips_from != NULL ? prev->ips_from : prev;
+        snapshot_retain(b->patch_ips);
     } else {
         struct snapshot *owner = prev->ips_from != NULL ? prev->ips_from : prev;
         iptrie_free(s->trie);
@@ -471,6 +479,27 @@ int snapshot_builder_user(struct snapshot_builder *b, const struct snapshot_user
     return add_user_rec(s, r, false);
 }
 
+/* Appends a whitelist row (text as stored, p parsed from it) and inserts p. */
+static int add_ip(struct snapshot *s, int32_t id, const char *text, size_t len,
+                  const struct ip_prefix *p)
+{
+    if (len > UINT32_MAX) return -1;
+    if (s->n_ips == s->ips_cap) {
+        size_t cap = s->ips_cap ? s->ips_cap * 2 : 64;
+        struct snap_ip_entry *e = realloc(s->ips, cap * sizeof(*e));
+        if (e == NULL) return -1;
+        s->ips = e;
+        s->ips_cap = cap;
+    }
+    struct snap_ip_entry *e = &s->ips[s->n_ips];
+    e->id = id;
+    e->len = (uint32_t)len;
+    e->text = arena_put(s, text, len);
+    if (e->text == NULL || iptrie_insert(s->trie, p, (uint32_t)id) != 0) return -1;
+    s->n_ips++;
+    return 0;
+}
+
 int snapshot_builder_ip(struct snapshot_builder *b, const struct snapshot_ip_row *r)
 {
     struct snapshot *s = b->s;
@@ -490,20 +519,44 @@ int snapshot_builder_ip(struct snapshot_builder *b, const struct snapshot_ip_row
                  (int)r->id, snapshot_printable(r->ip, r->ip_len, shown, sizeof(shown)), p.len, net,
                  p.len);
     }
-    if (r->ip_len > UINT32_MAX) return -1;
-    if (s->n_ips == s->ips_cap) {
-        size_t cap = s->ips_cap ? s->ips_cap * 2 : 64;
-        struct snap_ip_entry *e = realloc(s->ips, cap * sizeof(*e));
-        if (e == NULL) return -1;
-        s->ips = e;
-        s->ips_cap = cap;
+    return add_ip(s, r->id, r->ip, r->ip_len, &p);
+}
+
+int snapshot_builder_ip_changed(struct snapshot_builder *b, int32_t id)
+{
+    if (b->patch_ips == NULL) return -1;
+    if (b->n_ip_ids == b->ip_ids_cap) {
+        size_t cap = b->ip_ids_cap ? b->ip_ids_cap * 2 : 16;
+        int32_t *v = realloc(b->ip_ids, cap * sizeof(*v));
+        if (v == NULL) return -1;
+        b->ip_ids = v;
+        b->ip_ids_cap = cap;
     }
-    struct snap_ip_entry *e = &s->ips[s->n_ips];
-    e->id = r->id;
-    e->len = (uint32_t)r->ip_len;
-    e->text = arena_put(s, r->ip, r->ip_len);
-    if (e->text == NULL || iptrie_insert(s->trie, &p, (uint32_t)r->id) != 0) return -1;
-    s->n_ips++;
+    b->ip_ids[b->n_ip_ids++] = id;
+    return 0;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* SNAPSHOT_PATCH_IPS: the rows of the previous whitelist that did not
+ * change join the changed rows' current versions, already added. They were
+ * valid when first read, so they are parsed again without a word. */
+static int patch_ips(struct snapshot_builder *b)
+{
+    const struct snapshot *from = b->patch_ips;
+    qsort(b->ip_ids, b->n_ip_ids, sizeof(*b->ip_ids), cmp_id);
+    for (size_t i = 0; i < from->n_ips; i++) {
+        const struct snap_ip_entry *e = &from->ips[i];
+        struct ip_prefix p;
+        if (bsearch(&e->id, b->ip_ids, b->n_ip_ids, sizeof(*b->ip_ids), cmp_id) != NULL ||
+            iptrie_parse_cidr(e->text, e->len, &p) != 0)
+            continue;
+        if (add_ip(b->s, e->id, e->text, e->len, &p) != 0) return -1;
+    }
     return 0;
 }
 
@@ -841,7 +894,8 @@ struct snapshot *snapshot_builder_finish(struct snapshot_builder *b, snapshot_re
                                          void *arg)
 {
     if (b == NULL) return NULL;
-    if (carry_over(b->s, b->prev) != 0 || index_users(b) != 0 ||
+    if ((b->patch_ips != NULL && patch_ips(b) != 0) || carry_over(b->s, b->prev) != 0 ||
+        index_users(b) != 0 ||
         (b->s->provs_from == NULL &&
          finish_providers(b, resolve != NULL ? resolve : snapshot_resolve_dns, arg) != 0)) {
         snapshot_builder_abort(b);
@@ -854,6 +908,8 @@ struct snapshot *snapshot_builder_finish(struct snapshot_builder *b, snapshot_re
     }
     struct snapshot *s = b->s;
     snapshot_release(b->prev);
+    snapshot_release(b->patch_ips);
+    free(b->ip_ids);
     free(b);
     return s;
 }
@@ -921,6 +977,11 @@ void snapshot_store_free(struct snapshot_store *st)
 {
     if (st == NULL) return;
     snapshot_release(st->current);
+    while (st->retired != NULL) {
+        struct snapshot *s = st->retired;
+        st->retired = s->retired_next;
+        snapshot_release(s);
+    }
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
@@ -941,8 +1002,44 @@ void snapshot_store_publish(struct snapshot_store *st, struct snapshot *s)
     uint64_t g = atomic_load_explicit(&st->generation, memory_order_relaxed) + 1;
     atomic_store_explicit(&st->generation, g, memory_order_relaxed);
     st->status.generation = g;
+    old->retired_next = st->retired;
+    st->retired = old;
     pthread_mutex_unlock(&st->mu);
-    snapshot_release(old);
+    snapshot_store_reap(st);
+}
+
+/*
+ * A retired snapshot whose only reference is the store's cannot gain one: it
+ * is no longer current, so snapshot_store_current never hands it out. Freeing
+ * one may leave another with only the store's reference (a delta's base), so
+ * this goes on until a pass frees nothing. The freeing itself runs outside
+ * the mutex the workers take when they move to a new generation.
+ */
+size_t snapshot_store_reap(struct snapshot_store *st)
+{
+    for (;;) {
+        struct snapshot *done = NULL;
+        size_t held = 0;
+        pthread_mutex_lock(&st->mu);
+        for (struct snapshot **p = &st->retired; *p != NULL;) {
+            struct snapshot *s = *p;
+            if (atomic_load_explicit(&s->refs, memory_order_acquire) == 1) {
+                *p = s->retired_next;
+                s->retired_next = done;
+                done = s;
+            } else {
+                held++;
+                p = &s->retired_next;
+            }
+        }
+        pthread_mutex_unlock(&st->mu);
+        if (done == NULL) return held;
+        while (done != NULL) {
+            struct snapshot *s = done;
+            done = s->retired_next;
+            snapshot_release(s);
+        }
+    }
 }
 
 /*

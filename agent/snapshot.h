@@ -124,9 +124,19 @@ void snapshot_store_status(struct snapshot_store *st, struct snapshot_store_stat
  */
 struct snapshot_store *snapshot_store_new_static(struct snapshot *s);
 
-/* Makes s the current snapshot (takes ownership) and bumps the generation;
- * the previous one is freed once no snapshot_ref holds it. Any thread. */
+/*
+ * Makes s the current snapshot (takes ownership) and bumps the generation.
+ * The previous one is retired: the store keeps it until no snapshot_ref holds
+ * it, and then frees it in snapshot_store_reap, which this calls. So a
+ * snapshot is never freed by a thread reading through a ref: unmapping a
+ * million users takes milliseconds that a worker's event loop must not pay.
+ * Any thread; the loader's in the agent.
+ */
 void snapshot_store_publish(struct snapshot_store *st, struct snapshot *s);
+
+/* Frees the retired snapshots no ref holds any longer, on the calling thread;
+ * returns how many are still held. */
+size_t snapshot_store_reap(struct snapshot_store *st);
 
 /* --- Building a snapshot from rows ----------------------------------------------
  * What the PostgreSQL loader and the file reader feed, and what tests and

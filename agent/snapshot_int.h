@@ -85,6 +85,9 @@ struct snapshot {
      * them (provs, global, country) from provs_from: snapshots that own
      * them, held by a reference. NULL: this snapshot's own. */
     struct snapshot *ips_from, *provs_from;
+
+    /* The store's list of snapshots no longer current, under its mutex. */
+    struct snapshot *retired_next;
 };
 
 void snapshot_retain(struct snapshot *s);
@@ -120,11 +123,20 @@ void snapshot_builder_abort(struct snapshot_builder *b);
  * reread says which other parts are read again: feed all their rows (finish
  * resolves provider hosts as for a whole build); the others are shared with
  * prev, and rows for them are refused (-1).
+ *
+ * SNAPSHOT_PATCH_IPS (without SNAPSHOT_REREAD_IPS): the whitelist is prev's
+ * but for the rows named with snapshot_builder_ip_changed, whose current
+ * versions (if any) are fed with snapshot_builder_ip. The delta gets a trie
+ * of its own, built from memory at finish; prev's bad_cidr count is kept.
  */
 #define SNAPSHOT_REREAD_IPS       1u /* authorized_ips */
 #define SNAPSHOT_REREAD_PROVIDERS 2u /* proxies */
+#define SNAPSHOT_PATCH_IPS        4u /* authorized_ips: prev's, some rows changed */
 struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t loaded_at_ms,
                                                 unsigned reread);
+/* SNAPSHOT_PATCH_IPS: the authorized_ips row id changed (updated, deleted,
+ * inserted); 0, or -1 when out of memory or not patching. */
+int snapshot_builder_ip_changed(struct snapshot_builder *b, int32_t id);
 /* Records in a delta's own table (0 for a whole snapshot). */
 size_t snapshot_delta_size(const struct snapshot *s);
 /* Whether the delta s has a record (changed or removed) for name. */
@@ -138,6 +150,9 @@ struct snapshot_store {
     _Atomic uint64_t generation;         /* written under mu; read without it */
     struct snapshot_store_status status; /* under mu */
     struct snapshot_loader *loader;      /* NULL for a static store */
+    /* Published, then replaced: held (one reference each) until no ref
+     * holds them, then freed by snapshot_store_reap. Under mu. */
+    struct snapshot *retired;
 };
 
 /* A store whose current snapshot is first (owned); NULL when out of memory. */

@@ -31,9 +31,12 @@
  * (notifications may have been missed), every WHOLE_EVERY refreshes, and
  * when a delta cannot be had: a statement that changed more than
  * DELTA_MAX_ROWS users, a TRUNCATE, more than DELTA_MAX_SIZE changes piled
- * up, no change log. The snapshot file is written after loads that read a
- * table again, after deltas of users alone at most once per refresh_s, and
- * at a clean stop.
+ * up, no change log. With sql/migrations/005 as well, a change to
+ * authorized_ips reads only the rows named in gw_ip_changes (same cursor)
+ * and patches the whitelist in memory; the whole table is read again only
+ * when that log says "too many" or is missing. The snapshot file is written
+ * after loads that read a table again, after deltas alone at most once per
+ * refresh_s, and at a clean stop.
  *
  * Failures keep the last snapshot: the error is logged, postgres_ok turns
  * false, and the load is retried after 1 s, 2 s, 4 s... up to refresh_s; a
@@ -67,6 +70,7 @@
 #define DEFAULT_REFRESH_S   60
 #define DEFAULT_CONNECT_S   5
 #define FIRST_BACKOFF_MS    1000
+#define REAP_EVERY_MS       100 /* replaced snapshots still held: look again this often */
 #define STATEMENT_TIMEOUT_S 120 /* one FETCH never takes this long */
 
 struct snapshot_loader {
@@ -85,7 +89,9 @@ struct snapshot_loader {
     /* Deltas (sql/migrations/004): when gw_user_changes is there and
      * readable, a change to users only reads the changed users. */
     bool log_ok;            /* seen by the last whole load */
+    bool ip_log_ok;         /* gw_ip_changes (005) seen by the last whole whitelist read */
     int64_t cursor;         /* txid_snapshot_xmin of the last read of users */
+    size_t ip_changed;      /* whitelist rows the last delta patched */
     int64_t last_whole;     /* monotonic ms when the last whole load ended */
     int64_t last_providers; /* ... the last load that read the providers */
     int64_t last_save;      /* monotonic ms of the last snapshot file write */
@@ -282,15 +288,19 @@ static int resolve_with_fallback(void *arg, const char *host, char addr[46])
 
 /*
  * Inside a load's transaction, before anything else: whether gw_user_changes
- * exists and may be read, and the transaction's snapshot xmin. Every
- * transaction this one cannot see has an xid >= xmin, so the next delta
- * reads the change rows from there on (sql/migrations/004).
+ * (sql/migrations/004) and gw_ip_changes (005) exist and may be read, and the
+ * transaction's snapshot xmin. Every transaction this one cannot see has an
+ * xid >= xmin, so the next delta reads the change rows from there on.
  */
-static int change_log_state(PGconn *c, bool *log_ok, int64_t *xmin, char *err, size_t errlen)
+static int change_log_state(PGconn *c, bool *log_ok, bool *ip_log_ok, int64_t *xmin, char *err,
+                            size_t errlen)
 {
     PGresult *res = PQexec(c, "SELECT CASE WHEN to_regclass('gw_user_changes') IS NULL THEN false "
                               "ELSE has_table_privilege(to_regclass('gw_user_changes'), 'SELECT') "
-                              "END, txid_snapshot_xmin(txid_current_snapshot())");
+                              "END, txid_snapshot_xmin(txid_current_snapshot()), "
+                              "CASE WHEN to_regclass('gw_ip_changes') IS NULL THEN false "
+                              "ELSE has_table_privilege(to_regclass('gw_ip_changes'), 'SELECT') "
+                              "END");
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         pg_message(err, errlen, "reading the transaction's xmin",
@@ -299,6 +309,7 @@ static int change_log_state(PGconn *c, bool *log_ok, int64_t *xmin, char *err, s
     } else {
         *log_ok = bval(res, 0, 0) == SNAPSHOT_TRUE;
         *xmin = ival(res, 0, 1);
+        *ip_log_ok = bval(res, 0, 2) == SNAPSHOT_TRUE;
     }
     PQclear(res);
     return rc;
@@ -339,9 +350,9 @@ static struct snapshot *pg_load(struct snapshot_loader *l, const struct snapshot
         return NULL;
     }
     int rc = pg_command(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen);
-    bool log_ok = false;
+    bool log_ok = false, ip_log_ok = false;
     int64_t cursor = 0;
-    if (rc == 0) rc = change_log_state(c, &log_ok, &cursor, err, errlen);
+    if (rc == 0) rc = change_log_state(c, &log_ok, &ip_log_ok, &cursor, err, errlen);
     if (rc == 0) rc = read_lists(c, READ_WHOLE, b, err, errlen);
     if (rc == 0)
         rc = pg_cursor(c, "gw_snapshot_users",
@@ -362,6 +373,7 @@ static struct snapshot *pg_load(struct snapshot_loader *l, const struct snapshot
         snprintf(err, errlen, "out of memory building the snapshot");
     } else {
         l->log_ok = log_ok;
+        l->ip_log_ok = ip_log_ok;
         l->cursor = cursor;
     }
     return s;
@@ -413,40 +425,107 @@ static int add_changed_users(struct snapshot_builder **b, struct snapshot *prev,
 enum delta_result { DELTA_OK, DELTA_WHOLE, DELTA_FAILED };
 
 /*
- * One delta: the users named in gw_user_changes since l->cursor, as they
- * are now, and the whitelist and providers as read says, in one
- * REPEATABLE READ transaction, on top of prev. *out is the new snapshot
- * (NULL when nothing changed). DELTA_WHOLE (with err saying why) when a
- * whole load is needed instead: too many changes, a TRUNCATE, or the log
- * cannot be read; DELTA_FAILED when the connection broke.
+ * The whitelist rows named in gw_ip_changes since the cursor (params: the
+ * cursor, the row limit), as they are now: (changed id, id, ip, is_active),
+ * id NULL for a row that is gone. NULL with err set when the query failed;
+ * a result whose first changed id is NULL ("too many to list") or with more
+ * than DELTA_MAX_ROWS rows means: read the whole whitelist.
  */
-static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *prev, unsigned read,
+static PGresult *changed_ips(PGconn *c, const char *const params[2], char *err, size_t errlen)
+{
+    PGresult *res = PQexecParams(c,
+                                 "SELECT c.id, a.id, a.ip, a.is_active "
+                                 "FROM (SELECT DISTINCT id FROM gw_ip_changes "
+                                 "WHERE xid >= $1::bigint) c "
+                                 "LEFT JOIN authorized_ips a ON a.id = c.id "
+                                 "ORDER BY c.id NULLS FIRST LIMIT $2::bigint",
+                                 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) return res;
+    pg_message(err, errlen, "reading gw_ip_changes",
+               res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    PQclear(res);
+    return NULL;
+}
+
+/* The rows of changed_ips into b (made with SNAPSHOT_PATCH_IPS). */
+static int add_changed_ips(struct snapshot_builder *b, const PGresult *res)
+{
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (snapshot_builder_ip_changed(b, (int32_t)ival(res, i, 0)) != 0) return -1;
+        if (PQgetisnull(res, i, 1)) continue; /* deleted */
+        struct snapshot_ip_row r = {.id = (int32_t)ival(res, i, 1), .is_active = bval(res, i, 3)};
+        r.ip = val(res, i, 2, &r.ip_len);
+        if (snapshot_builder_ip(b, &r) != 0) return -1;
+    }
+    return 0;
+}
+
+/*
+ * One delta: the users named in gw_user_changes since l->cursor, as they
+ * are now, the whitelist rows named in gw_ip_changes (or the whole
+ * whitelist, when *read asks for it and there is no usable log, or the log
+ * lists too many), and the providers when *read asks, in one REPEATABLE READ
+ * transaction, on top of prev. *read becomes what was read in full. *out is
+ * the new snapshot (NULL when nothing changed). DELTA_WHOLE (with err saying
+ * why) when a whole load is needed instead: too many user changes, a
+ * TRUNCATE of users, or the log cannot be read; DELTA_FAILED when the
+ * connection broke.
+ */
+static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *prev, unsigned *read,
                                   struct snapshot **out, size_t *changed, char *err, size_t errlen)
 {
     PGconn *c = l->conn;
     struct snapshot_builder *b = NULL;
+    PGresult *ips = NULL;
     *out = NULL;
     *changed = 0;
-    bool log_ok;
+    l->ip_changed = 0;
+    bool log_ok, ip_log_ok;
     int64_t cursor;
     if (pg_command(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen) != 0 ||
-        change_log_state(c, &log_ok, &cursor, err, errlen) != 0)
+        change_log_state(c, &log_ok, &ip_log_ok, &cursor, err, errlen) != 0)
         goto whole;
     if (!log_ok) {
         snprintf(err, errlen, "gw_user_changes is gone or not readable");
         goto whole;
     }
-    if (read) {
-        if ((b = snapshot_builder_delta(prev, snapshot_wall_ms(), read)) == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto whole;
-        }
-        if (read_lists(c, read, b, err, errlen) != 0) goto whole;
-    }
     char since[24], limit[24];
     snprintf(since, sizeof(since), "%lld", (long long)l->cursor);
     snprintf(limit, sizeof(limit), "%d", DELTA_MAX_ROWS + 1);
     const char *params[2] = {since, limit};
+    unsigned build = *read;
+    if (ip_log_ok && l->ip_log_ok) {
+        if ((ips = changed_ips(c, params, err, errlen)) == NULL) goto whole;
+        int rows = PQntuples(ips);
+        if (rows > DELTA_MAX_ROWS || (rows > 0 && PQgetisnull(ips, 0, 0))) {
+            log_info("snapshot: reading the whole whitelist: %s",
+                     rows > DELTA_MAX_ROWS ? "too many rows changed"
+                                           : "a statement changed more rows than a delta lists");
+            build |= READ_IPS;
+        } else {
+            build &= ~READ_IPS; /* a notification's: the log says which rows */
+            if (rows > 0) build |= SNAPSHOT_PATCH_IPS;
+            *read &= ~READ_IPS;
+        }
+    } else if (l->ip_log_ok) {
+        log_info("snapshot: reading the whole whitelist: gw_ip_changes is gone or not readable");
+        build |= READ_IPS;
+    }
+    if (build) {
+        if ((b = snapshot_builder_delta(prev, snapshot_wall_ms(), build)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto whole;
+        }
+        if ((build & SNAPSHOT_PATCH_IPS) && add_changed_ips(b, ips) != 0) {
+            snprintf(err, errlen, "out of memory");
+            goto whole;
+        }
+        if (read_lists(c, build, b, err, errlen) != 0) goto whole;
+        *read = build & (READ_IPS | READ_PROVIDERS);
+    }
+    size_t patched = build & SNAPSHOT_PATCH_IPS ? (size_t)PQntuples(ips) : 0;
+    PQclear(ips);
+    ips = NULL;
     PGresult *res = PQexecParams(c,
                                  "SELECT c.username, u.id, u.password, u.is_active "
                                  "FROM (SELECT DISTINCT username FROM gw_user_changes "
@@ -457,6 +536,8 @@ static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *pr
     int n = add_changed_users(&b, prev, c, res, err, errlen);
     PQclear(res);
     if (n < 0 || pg_command(c, "COMMIT", err, errlen) != 0) goto whole;
+    if (*read & READ_IPS) l->ip_log_ok = ip_log_ok;
+    l->ip_changed = patched;
     if (b != NULL) {
         *out = snapshot_builder_finish(b, resolve_with_fallback, prev);
         if (*out == NULL) {
@@ -468,6 +549,7 @@ static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *pr
     *changed = (size_t)n;
     return DELTA_OK;
 whole:
+    PQclear(ips);
     snapshot_builder_abort(b);
     if (PQstatus(c) != CONNECTION_OK) return DELTA_FAILED;
     if (PQtransactionStatus(c) != PQTRANS_IDLE) {
@@ -502,7 +584,7 @@ static struct snapshot *attempt(struct snapshot_loader *l, unsigned *read, size_
     enum delta_result dr = DELTA_WHOLE;
     if (*read != READ_WHOLE && prev != NULL && l->log_ok) {
         char why[512] = "";
-        dr = pg_delta(l, prev, *read, &s, changed, why, sizeof(why));
+        dr = pg_delta(l, prev, read, &s, changed, why, sizeof(why));
         if (dr == DELTA_WHOLE) log_info("snapshot: reading every user: %s", why);
         if (dr == DELTA_FAILED) snprintf(err, errlen, "%s", why);
     }
@@ -529,16 +611,22 @@ static void format_time(int64_t ms, char *buf, size_t cap)
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void log_loaded(const struct snapshot *s, unsigned read, uint32_t ms, uint64_t generation)
+/* A load that read a table in full; a delta's also says what it applied. */
+static void log_loaded(const struct snapshot *s, unsigned read, uint32_t ms, uint64_t generation,
+                       size_t changed, size_t ip_changed)
 {
     const struct snapshot_skips *k = snapshot_skipped(s);
     const struct snap_provider *const *pp;
     size_t global = snapshot_providers(s, true, &pp);
-    log_info("snapshot: generation %llu from PostgreSQL (%s) in %u ms: %zu users, %zu whitelist "
+    char applied[96] = "";
+    if (read != READ_WHOLE)
+        snprintf(applied, sizeof(applied),
+                 "%zu changed users and %zu changed whitelist rows applied; ", changed, ip_changed);
+    log_info("snapshot: generation %llu from PostgreSQL (%s) in %u ms: %s%zu users, %zu whitelist "
              "prefixes, %zu providers (%zu global); skipped rows: %u bad CIDR, %u bad port range, "
              "%u bad country_format, %u bad template, %u unresolved host, %u bad user, "
              "%u duplicate",
-             (unsigned long long)generation, load_name(read), ms, snapshot_user_count(s),
+             (unsigned long long)generation, load_name(read), ms, applied, snapshot_user_count(s),
              snapshot_ip_count(s), snapshot_provider_count(s), global, k->bad_cidr,
              k->bad_port_range, k->bad_country_format, k->bad_template, k->unresolved_host,
              k->bad_user, k->duplicate);
@@ -597,7 +685,7 @@ static void loaded(struct snapshot_loader *l, struct snapshot *s, unsigned read,
         log_info("snapshot: PostgreSQL is reachable again%s",
                  was_disk && s != NULL ? "; no longer serving the snapshot file's stale data" : "");
     if (s == NULL) {
-        log_debug("snapshot: no user changed (checked in %u ms)", l->last_load_ms);
+        log_debug("snapshot: nothing changed (checked in %u ms)", l->last_load_ms);
     } else {
         snapshot_retain(s); /* ours, for the file */
         snapshot_store_publish(st, s);
@@ -605,11 +693,12 @@ static void loaded(struct snapshot_loader *l, struct snapshot *s, unsigned read,
         snapshot_store_status(st, &now);
         if (read == 0)
             log_info("snapshot: generation %llu from PostgreSQL in %u ms: %zu changed users "
-                     "applied (%zu changes since the last whole load); %zu users",
-                     (unsigned long long)now.generation, l->last_load_ms, changed,
-                     snapshot_delta_size(s), snapshot_user_count(s));
+                     "and %zu changed whitelist rows applied (%zu user changes since the last "
+                     "whole load); %zu users, %zu whitelist prefixes",
+                     (unsigned long long)now.generation, l->last_load_ms, changed, l->ip_changed,
+                     snapshot_delta_size(s), snapshot_user_count(s), snapshot_ip_count(s));
         else
-            log_loaded(s, read, l->last_load_ms, now.generation);
+            log_loaded(s, read, l->last_load_ms, now.generation, changed, l->ip_changed);
         l->dirty = true;
     }
     if (l->dirty && (read != 0 || snapshot_mono_ms() - l->last_save >= l->refresh_ms)) {
@@ -659,6 +748,8 @@ static void *loader_main(void *arg)
     char err[1024];
 
     while (!atomic_load(&l->stopping)) {
+        /* replaced snapshots are freed here, off the workers' loops */
+        size_t held = snapshot_store_reap(l->st);
         now = snapshot_mono_ms();
         if (l->conn != NULL && PQstatus(l->conn) != CONNECTION_OK) {
             lost(l);
@@ -670,6 +761,7 @@ static void *loader_main(void *arg)
             struct pollfd fds[2] = {{.fd = l->wake[0], .events = POLLIN},
                                     {.fd = l->conn ? PQsocket(l->conn) : -1, .events = POLLIN}};
             int64_t wait = due - now;
+            if (held > 0 && wait > REAP_EVERY_MS) wait = REAP_EVERY_MS;
             int n = poll(fds, 2, wait > INT_MAX ? INT_MAX : (int)wait);
             if (n < 0 && errno != EINTR) {
                 log_error("snapshot: poll: %s", strerror(errno));
@@ -819,7 +911,7 @@ struct snapshot_store *snapshot_store_start(const struct snapshot_store_config *
         st->status.loads_ok = 1;
         st->status.last_ok_ms = snapshot_loaded_at_ms(s);
         st->status.last_load_ms = l->last_load_ms;
-        log_loaded(s, READ_WHOLE, l->last_load_ms, 1);
+        log_loaded(s, READ_WHOLE, l->last_load_ms, 1, 0, 0);
     }
 
     /* The thread takes no signals: they are the main thread's business. */

@@ -43,10 +43,10 @@ out=$(db_apply 2>&1)
 rc=$?
 assert_eq 0 "$rc" "apply.sh exit status"
 assert_match 'applied schema\.sql' "$out" "schema applied"
-for m in 001_notify_triggers 002_indexes 003_traffic_request_id 004_user_changes; do
+for m in 001_notify_triggers 002_indexes 003_traffic_request_id 004_user_changes 005_ip_changes; do
     assert_match "applied migration $m" "$out" "migration $m applied"
 done
-assert_eq "001_notify_triggers 002_indexes 003_traffic_request_id 004_user_changes" \
+assert_eq "001_notify_triggers 002_indexes 003_traffic_request_id 004_user_changes 005_ip_changes" \
     "$(psql_gw "SELECT string_agg(version, ' ' ORDER BY version) FROM schema_migrations")" \
     "schema_migrations rows"
 
@@ -56,10 +56,10 @@ rc=$?
 assert_eq 0 "$rc" "apply.sh exit status"
 assert_match 'nothing to apply' "$out" "says nothing to apply"
 if [[ $out =~ applied ]]; then t_fail "second run applied something" "$out"; fi
-assert_eq 4 "$(psql_gw 'SELECT count(*) FROM schema_migrations')" "schema_migrations rows"
+assert_eq 5 "$(psql_gw 'SELECT count(*) FROM schema_migrations')" "schema_migrations rows"
 
 t_begin "tables, columns and indexes exist"
-assert_eq "authorized_ips balances gw_user_changes proxies schema_migrations traffic_logs users" \
+assert_eq "authorized_ips balances gw_ip_changes gw_user_changes proxies schema_migrations traffic_logs users" \
     "$(psql_gw "SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'")" \
     "tables"
 assert_eq "text YES" \
@@ -80,6 +80,9 @@ done
 assert_eq "gw_log_users_delete gw_log_users_insert gw_log_users_truncate gw_log_users_update" \
     "$(psql_gw "SELECT string_agg(tgname, ' ' ORDER BY tgname) FROM pg_trigger
                 WHERE tgname LIKE 'gw_log_users_%'")" "004 triggers on users"
+assert_eq "gw_log_authorized_ips_delete gw_log_authorized_ips_insert gw_log_authorized_ips_truncate gw_log_authorized_ips_update" \
+    "$(psql_gw "SELECT string_agg(tgname, ' ' ORDER BY tgname) FROM pg_trigger
+                WHERE tgname LIKE 'gw_log_authorized_ips_%'")" "005 triggers on authorized_ips"
 
 t_begin "gw_user_changes: the usernames each statement touched, NULL for a bulk one"
 psql_gw "DELETE FROM gw_user_changes"
@@ -96,6 +99,22 @@ assert_eq "1|0" "$(psql_gw "SELECT count(*), count(username) FROM gw_user_change
 psql_gw "DELETE FROM users WHERE username LIKE 'chg%'"
 psql_gw "UPDATE users SET password = password WHERE false"
 assert_eq 2 "$(psql_gw "SELECT count(*) FROM gw_user_changes")" "a statement touching no row adds nothing"
+
+t_begin "gw_ip_changes: the row ids each statement touched, NULL for a bulk one"
+psql_gw "DELETE FROM gw_ip_changes"
+id=$(psql_gw "INSERT INTO authorized_ips (ip) VALUES ('203.0.113.9') RETURNING id" | head -1)
+psql_gw "UPDATE authorized_ips SET ip = '203.0.113.10' WHERE id = $id;
+         UPDATE authorized_ips SET id = $id + 100000 WHERE id = $id;
+         DELETE FROM authorized_ips WHERE id = $id + 100000"
+assert_eq "$id $id $id $((id + 100000)) $((id + 100000))" \
+    "$(psql_gw "SELECT string_agg(id::text, ' ' ORDER BY id) FROM gw_ip_changes")" \
+    "insert, update, id change (old and new), delete"
+psql_gw "DELETE FROM gw_ip_changes"
+psql_gw "INSERT INTO authorized_ips (ip) SELECT '10.9.' || (i >> 8) || '.' || (i & 255) FROM generate_series(1, 10001) i"
+assert_eq "1|0" "$(psql_gw "SELECT count(*), count(id) FROM gw_ip_changes")" \
+    "more than 10,000 rows: one NULL row"
+psql_gw "DELETE FROM authorized_ips WHERE ip LIKE '10.9.%'"
+psql_gw "DELETE FROM gw_ip_changes"
 
 t_begin "request_id: unique, NULL allowed many times"
 uid=$(psql_gw "INSERT INTO users (username, password) VALUES ('rid_probe', 'x') RETURNING id")
@@ -244,7 +263,7 @@ psql -X -q -v ON_ERROR_STOP=1 -d "$legacy_uri" \
 out=$("$GW_ROOT/sql/apply.sh" "$legacy_uri" 2>&1)
 assert_eq 0 "$?" "exit status"
 if [[ $out =~ schema\.sql ]]; then t_fail "schema.sql re-applied over an existing database" "$out"; fi
-assert_match 'applied migration 004_user_changes' "$out" "migrations applied"
+assert_match 'applied migration 005_ip_changes' "$out" "migrations applied"
 assert_eq "old|42|" "$(psql -X -At -d "$legacy_uri" -c "SELECT u.username, t.total_bytes, t.request_id
                                                      FROM traffic_logs t JOIN users u ON u.id = t.user_id")" \
     "old rows intact, request_id NULL"
@@ -263,7 +282,7 @@ rc2=$?
 assert_eq "0 0" "$rc1 $rc2" "both exit 0 ($(cat "$GW_TMP/race1.out" "$GW_TMP/race2.out"))"
 assert_eq 1 "$(cat "$GW_TMP/race1.out" "$GW_TMP/race2.out" | grep -c 'applied schema.sql')" \
     "schema applied by exactly one run"
-assert_eq 4 "$(psql -X -At -d "$race_uri" -c 'SELECT count(*) FROM schema_migrations')" "migrations recorded"
+assert_eq 5 "$(psql -X -At -d "$race_uri" -c 'SELECT count(*) FROM schema_migrations')" "migrations recorded"
 
 t_begin "apply.sh failures: clear message, non-zero, failed migration rolled back"
 cp -r "$GW_ROOT/sql" "$GW_TMP/sqlcopy"

@@ -182,19 +182,92 @@ psql_gw "UPDATE users SET username = 'dora2' WHERE username = 'dora';
 wait_until 2 eval '[[ $(probe user eve) == *"password=eve-pw2" ]]'
 assert_eq "user dora none" "$(probe user dora)" "old name gone after a rename"
 assert_match '^user dora2 id=[0-9]+ hash=0 password=dora-pw$' "$(probe user dora2)" "new name"
-assert_match 'changed users applied' "$(cat "$PROBE_LOG")" "applied as a delta"
+assert_match 'changed users and 0 changed whitelist rows applied' "$(cat "$PROBE_LOG")" "applied as a delta"
 assert_eq "ip 10.20.30.40 allow" "$(probe ip 10.20.30.40)" "whitelist kept by the delta"
-g=$(generation)
+
+t_begin "a change to authorized_ips patches the whitelist (the changed rows alone are read)"
+mark=$(wc -l <"$PROBE_LOG")
+since_mark() { tail -n +"$((mark + 1))" "$PROBE_LOG"; }
+# sync: a new row admitting 198.51.102.<n>, waited for: every commit before
+# it has been applied once it is (a delta reads all changes since the last)
+sync_n=0
+sync() {
+    sync_n=$((sync_n + 1))
+    psql_gw "INSERT INTO authorized_ips (ip, description) VALUES ('198.51.102.$sync_n', 'sync')"
+    wait_until 2 eval "[[ \$(probe ip 198.51.102.$sync_n) == *allow ]]"
+}
 psql_gw "INSERT INTO authorized_ips (ip) VALUES ('198.51.100.0/24')"
 wait_until 2 eval '[[ $(probe ip 198.51.100.1) == *allow ]]'
-assert_eq "ip 198.51.100.1 allow" "$(probe ip 198.51.100.1)" "a whitelist change"
-assert_match 'from PostgreSQL \(whitelist, (providers, )?changed users\) in' "$(cat "$PROBE_LOG")" \
-    "read without reading every user"
-assert_match '^user dora2 id=[0-9]+ hash=0 password=dora-pw$' "$(probe user dora2)" "the delta's change kept"
-psql_gw "DELETE FROM authorized_ips WHERE ip = '198.51.100.0/24'"
+assert_eq "ip 198.51.100.1 allow" "$(probe ip 198.51.100.1)" "an inserted row"
+assert_eq "ip 10.20.30.40 allow" "$(probe ip 10.20.30.40)" "the rows that did not change"
+assert_match '^user dora2 id=[0-9]+ hash=0 password=dora-pw$' "$(probe user dora2)" "the earlier user delta kept"
+psql_gw "UPDATE authorized_ips SET ip = '198.51.101.0/24' WHERE ip = '198.51.100.0/24'"
 wait_until 2 eval '[[ $(probe ip 198.51.100.1) == *deny ]]'
-assert_eq "ip 198.51.100.1 deny" "$(probe ip 198.51.100.1)" "removed again"
-assert_eq "providers country 2 demo-de demo-us" "$(probe providers country)" "providers kept by the delta"
+assert_eq "ip 198.51.100.1 deny" "$(probe ip 198.51.100.1)" "an updated row: the old prefix gone"
+assert_eq "ip 198.51.101.1 allow" "$(probe ip 198.51.101.1)" "... and the new one in"
+# two rows with the same prefix: removing one keeps the other (rows go by id)
+psql_gw "INSERT INTO authorized_ips (ip, description) VALUES ('198.51.101.0/24', 'twin')"
+sync
+psql_gw "DELETE FROM authorized_ips WHERE ip = '198.51.101.0/24' AND description IS NULL"
+sync
+assert_eq "ip 198.51.101.1 allow" "$(probe ip 198.51.101.1)" "its twin row still admits it"
+bad=$(field bad_cidr "$(probe skips)")
+psql_gw "UPDATE authorized_ips SET ip = 'no-such-ip' WHERE description = 'twin'"
+wait_until 2 eval '[[ $(probe ip 198.51.101.1) == *deny ]]'
+assert_eq "ip 198.51.101.1 deny" "$(probe ip 198.51.101.1)" "a row turned bad is left out"
+assert_eq $((bad + 1)) "$(field bad_cidr "$(probe skips)")" "and counted"
+assert_match "skipped authorized_ips row id=[0-9]+: ip 'no-such-ip' is not an IP address or CIDR" \
+    "$(since_mark)" "and logged"
+psql_gw "DELETE FROM authorized_ips WHERE description IN ('twin', 'sync')"
+wait_until 2 eval '[[ $(probe ip 198.51.102.1) == *deny ]]'
+assert_eq "ip 198.51.102.2 deny" "$(probe ip 198.51.102.2)" "deleted rows gone"
+assert_eq "ip 10.20.30.40 allow" "$(probe ip 10.20.30.40)" "the other rows kept through it all"
+assert_match 'changed users and [0-9]+ changed whitelist rows applied' "$(since_mark)" "applied as patches"
+assert_no_match 'from PostgreSQL \((whitelist|everything)' "$(since_mark)" \
+    "neither the whitelist nor every user read again"
+assert_eq "providers country 2 demo-de demo-us" "$(probe providers country)" "providers kept by the deltas"
+
+t_begin "a statement changing more than 10,000 whitelist rows reads the whole whitelist, not every user"
+mark=$(wc -l <"$PROBE_LOG")
+psql_gw "INSERT INTO authorized_ips (ip, description) SELECT '100.77.' || (i >> 8) || '.' || (i & 255), 'bulk' FROM generate_series(0, 10000) i"
+wait_until 5 eval '[[ $(probe ip 100.77.39.16) == *allow ]]'
+assert_eq "ip 100.77.0.0 allow" "$(probe ip 100.77.0.0)" "bulk rows in"
+assert_match 'reading the whole whitelist: a statement changed more rows than a delta lists' \
+    "$(since_mark)" "why logged"
+assert_match 'from PostgreSQL \(whitelist, (providers, )?changed users\)' "$(since_mark)" "a whitelist read"
+assert_no_match 'reading every user' "$(since_mark)" "users not read again"
+psql_gw "DELETE FROM authorized_ips WHERE description = 'bulk'"
+wait_until 5 eval '[[ $(probe ip 100.77.0.0) == *deny ]]'
+assert_eq "ip 100.77.39.16 deny" "$(probe ip 100.77.39.16)" "bulk rows gone"
+# and a small change after it is a patch again
+mark=$(wc -l <"$PROBE_LOG")
+sync
+assert_match 'changed whitelist rows applied' "$(since_mark)" "patched after the whole read"
+psql_gw "DELETE FROM authorized_ips WHERE description = 'sync'"
+wait_until 2 eval "[[ \$(probe ip 198.51.102.$sync_n) == *deny ]]"
+
+t_begin "without gw_ip_changes (migration 005 undone), a whitelist change reads the whole whitelist"
+mark=$(wc -l <"$PROBE_LOG")
+psql_gw "DROP TRIGGER gw_log_authorized_ips_insert ON authorized_ips;
+         DROP TRIGGER gw_log_authorized_ips_update ON authorized_ips;
+         DROP TRIGGER gw_log_authorized_ips_delete ON authorized_ips;
+         DROP TRIGGER gw_log_authorized_ips_truncate ON authorized_ips;
+         DROP TABLE gw_ip_changes"
+psql_gw "INSERT INTO authorized_ips (ip, description) VALUES ('198.51.103.1', 'no-log')"
+wait_until 2 eval '[[ $(probe ip 198.51.103.1) == *allow ]]'
+assert_eq "ip 198.51.103.1 allow" "$(probe ip 198.51.103.1)" "the change is seen"
+assert_match 'reading the whole whitelist: gw_ip_changes is gone or not readable' "$(since_mark)" \
+    "why logged"
+assert_no_match 'reading every user' "$(since_mark)" "users not read again"
+psql -X -q -v ON_ERROR_STOP=1 -d "$POSTGRES_URI" -f "$GW_ROOT/sql/migrations/005_ip_changes.sql" >/dev/null
+psql_gw "DELETE FROM authorized_ips WHERE description = 'no-log'"
+wait_until 2 eval '[[ $(probe ip 198.51.103.1) == *deny ]]'
+mark=$(wc -l <"$PROBE_LOG")
+sync
+assert_match 'changed whitelist rows applied' "$(since_mark)" "patched again once the log is back"
+psql_gw "DELETE FROM authorized_ips WHERE description = 'sync'"
+wait_until 2 eval "[[ \$(probe ip 198.51.102.$sync_n) == *deny ]]"
+
 n=$(field users "$(probe counts)")
 psql_gw "DELETE FROM users WHERE username IN ('dora2', 'eve')"
 wait_until 2 eval '[[ $(probe user dora2) == "user dora2 none" ]]'

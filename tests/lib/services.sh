@@ -806,6 +806,19 @@ assert_match() {
     return 1
 }
 
+# assert_no_match <regex> <actual> <what>: bash ERE, unanchored; must not match.
+assert_no_match() {
+    if ! [[ $2 =~ $1 ]]; then
+        _t_record ok
+        return 0
+    fi
+    printf '  FAIL: %s%s\n' "$(_t_where)" "${3:-unexpected match}"
+    _t_show "expected not to match" "$1"
+    _t_show actual "$2"
+    _t_record fail
+    return 1
+}
+
 # assert_ok <what> <cmd...>: the command must exit 0.
 assert_ok() {
     local what=${1:?assert_ok: what} out rc=0

@@ -17,6 +17,7 @@
  *   status               status postgres_ok= from_disk= generation= loads_ok= ...
  *   wait-generation N [S]    generation G | timeout generation G
  *   wait-pg ok|down [S]      pg ok|down | timeout pg ok|down
+ *   move                 move us=T from=G0 to=G  (time to take up the current generation)
  *   rss                  rss kb=RSS hwm=PEAK  (kB, from /proc/self/status)
  *   bench-users PREFIX COUNT SECONDS
  *                        lookups of PREFIX<i>, i random in 1..COUNT, on this thread:
@@ -138,6 +139,18 @@ static void cmd_wait_generation(unsigned long long want, double timeout)
         usleep(10 * 1000);
     }
     printf("timeout generation %llu\n", (unsigned long long)st.generation);
+}
+
+/* How long this reader's move to the current generation takes: with the
+ * replaced snapshot freed by the store, not by the last reader to let go of
+ * it, a move is a mutex and a reference count whatever the snapshot's size. */
+static void cmd_move(void)
+{
+    unsigned long long from = ref.generation;
+    double t0 = now_s();
+    cur();
+    double t = now_s() - t0;
+    printf("move us=%.1f from=%llu to=%llu\n", t * 1e6, from, (unsigned long long)ref.generation);
 }
 
 static void cmd_wait_pg(const char *want, double timeout)
@@ -321,6 +334,8 @@ int main(int argc, char **argv)
             cmd_wait_generation(strtoull(a1, NULL, 10), n >= 3 ? atof(a2) : 10);
         else if (strcmp(cmd, "wait-pg") == 0 && n >= 2)
             cmd_wait_pg(a1, n >= 3 ? atof(a2) : 10);
+        else if (strcmp(cmd, "move") == 0)
+            cmd_move();
         else if (strcmp(cmd, "rss") == 0)
             cmd_rss();
         else if (strcmp(cmd, "bench-users") == 0 && n >= 4)

@@ -845,6 +845,83 @@ START_TEST(test_delta_new_lists)
 }
 END_TEST
 
+START_TEST(test_delta_patch_ips)
+{
+    /* a whitelist patched by row id: changed rows replaced, gone rows
+     * dropped, the others kept; a later delta borrows the patched list */
+    struct fake_dns dns = {0};
+    struct snapshot *base = demo_snapshot(&dns); /* ips 1..4 */
+    struct snapshot_builder *b = snapshot_builder_delta(base, 1700000010000, 0);
+    ck_assert_int_eq(snapshot_builder_ip_changed(b, 3), -1); /* not patching */
+    snapshot_builder_abort(b);
+
+    b = snapshot_builder_delta(base, 1700000010000, SNAPSHOT_PATCH_IPS);
+    ck_assert_ptr_nonnull(b);
+    struct snapshot_ip_row rows[] = {
+        ip_row(3, "203.0.113.0/24", SNAPSHOT_TRUE), /* 3 changed */
+        ip_row(5, "2001:db8::/32", SNAPSHOT_TRUE),  /* 5 is new */
+        ip_row(6, "10.1.0.0/16", SNAPSHOT_TRUE),    /* 6: a twin inside 4's prefix */
+        ip_row(7, "bad", SNAPSHOT_TRUE),            /* 7: skipped, counted */
+        ip_row(8, "192.0.2.1", SNAPSHOT_FALSE),     /* 8: inactive */
+    };
+    const int32_t changed[] = {3, 5, 6, 7, 8, 4, 99}; /* 4 deleted; 99 unknown */
+    for (size_t i = 0; i < sizeof(changed) / sizeof(*changed); i++)
+        ck_assert_int_eq(snapshot_builder_ip_changed(b, changed[i]), 0);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(*rows); i++)
+        ck_assert_int_eq(snapshot_builder_ip(b, &rows[i]), 0);
+    const struct snapshot_user_row bob = user_row(9, "bob", "bob-pw", SNAPSHOT_TRUE);
+    ck_assert_int_eq(snapshot_builder_user(b, &bob), 0);
+    struct snapshot *d1 = snapshot_builder_finish(b, NULL, NULL);
+    ck_assert_ptr_nonnull(d1);
+    ck_assert(allowed(d1, "127.0.0.1")); /* kept */
+    ck_assert(allowed(d1, "::1"));
+    ck_assert(allowed(d1, "203.0.113.9")); /* 3's new prefix */
+    ck_assert(allowed(d1, "2001:db8::5"));
+    ck_assert(allowed(d1, "10.1.2.3"));
+    ck_assert(!allowed(d1, "10.2.0.1")); /* 4 is gone */
+    ck_assert(!allowed(d1, "192.0.2.1"));
+    ck_assert_uint_eq(snapshot_ip_count(d1), 5);
+    ck_assert_uint_eq(snapshot_skipped(d1)->bad_cidr, 1);
+    ck_assert_ptr_nonnull(find(d1, "bob"));
+    ck_assert(allowed(base, "10.2.0.1")); /* the base is untouched */
+    ck_assert(!allowed(base, "203.0.113.9"));
+
+    /* patching a patched list: 6 gone, 4 back */
+    b = snapshot_builder_delta(d1, 1700000020000, SNAPSHOT_PATCH_IPS);
+    ck_assert_int_eq(snapshot_builder_ip_changed(b, 6), 0);
+    ck_assert_int_eq(snapshot_builder_ip_changed(b, 4), 0);
+    struct snapshot_ip_row back = ip_row(4, "10.0.0.0/8", SNAPSHOT_TRUE);
+    ck_assert_int_eq(snapshot_builder_ip(b, &back), 0);
+    struct snapshot *d2 = snapshot_builder_finish(b, NULL, NULL);
+    ck_assert_ptr_nonnull(d2);
+    snapshot_free(d1);
+    ck_assert(allowed(d2, "10.2.0.1"));
+    ck_assert(allowed(d2, "203.0.113.9"));
+    ck_assert_uint_eq(snapshot_ip_count(d2), 5);
+    ck_assert_ptr_nonnull(find(d2, "bob")); /* carried over */
+
+    /* a delta of users alone borrows the patched whitelist */
+    struct snapshot *d3 = delta(d2, &bob, 1);
+    snapshot_free(d2);
+    ck_assert(allowed(d3, "2001:db8::5"));
+    ck_assert(allowed(d3, "10.2.0.1"));
+    /* and the file holds it */
+    char err[256];
+    size_t len;
+    uint8_t *buf = snapshot_file_encode(d3, 42, &len);
+    ck_assert_ptr_nonnull(buf);
+    struct snapshot *t = snapshot_file_parse(buf, len, err, sizeof(err));
+    ck_assert_msg(t != NULL, "%s", err);
+    ck_assert(allowed(t, "203.0.113.9"));
+    ck_assert(!allowed(t, "203.0.114.1"));
+    ck_assert_uint_eq(snapshot_ip_count(t), 5);
+    free(buf);
+    snapshot_free(t);
+    snapshot_free(d3);
+    snapshot_free(base);
+}
+END_TEST
+
 START_TEST(test_delta_file)
 {
     /* the file of a delta holds the merged users; read back, it is whole */
@@ -1154,13 +1231,18 @@ START_TEST(test_store_static)
     snapshot_store_publish(st, b);
     snapshot_store_status(st, &status);
     ck_assert_uint_eq(status.generation, 2);
-    /* the ref still holds a until it asks again */
-    ck_assert_uint_eq(atomic_load(&a->refs), 1);
+    /* the ref still holds a until it asks again; the store keeps it too */
+    ck_assert_uint_eq(atomic_load(&a->refs), 2);
+    ck_assert_uint_eq(snapshot_store_reap(st), 1);
     ck_assert_ptr_nonnull(find(s, "a"));
     s = snapshot_store_current(st, &ref);
     ck_assert_ptr_eq(s, b);
     ck_assert_ptr_nonnull(find(s, "b"));
     ck_assert_uint_eq(atomic_load(&b->refs), 2); /* store + ref */
+    /* the ref let go of a without freeing it: the store does, when reaping */
+    ck_assert_uint_eq(atomic_load(&a->refs), 1);
+    ck_assert_uint_eq(snapshot_store_reap(st), 0);
+    ck_assert_ptr_null(st->retired);
     snapshot_ref_release(&ref);
     ck_assert_ptr_null(ref.snap);
     ck_assert_uint_eq(atomic_load(&b->refs), 1);
@@ -1202,15 +1284,61 @@ START_TEST(test_store_swap_two_threads)
     sem_wait(&c.holding);
     struct snapshot *old = c.st->current;
     snapshot_store_publish(c.st, one_user("b", "2"));
-    /* the store let go of a; only the reader's ref keeps it */
-    ck_assert_uint_eq(atomic_load(&old->refs), 1);
+    /* retired: the store and the reader's ref hold it */
+    ck_assert_uint_eq(atomic_load(&old->refs), 2);
+    ck_assert_ptr_eq(c.st->retired, old);
     sem_post(&c.published);
     pthread_join(t, NULL);
     ck_assert(c.old_still_answers);
     ck_assert(c.new_seen);
+    /* the reader moved on and let go; the store frees a when reaping */
+    ck_assert_uint_eq(atomic_load(&old->refs), 1);
+    ck_assert_uint_eq(snapshot_store_reap(c.st), 0);
+    ck_assert_ptr_null(c.st->retired);
     sem_destroy(&c.holding);
     sem_destroy(&c.published);
     snapshot_store_stop(c.st);
+}
+END_TEST
+
+START_TEST(test_store_reap_deltas)
+{
+    /* deltas hold their whole snapshot: it is freed once they are, in the
+     * same reap; a reader's ref keeps a delta and, through it, its base */
+    struct snapshot *whole = one_user("a", "1");
+    struct snapshot_store *st = snapshot_store_new_static(whole);
+    const struct snapshot_user_row b = user_row(2, "b", "2", SNAPSHOT_TRUE);
+    const struct snapshot_user_row c = user_row(3, "c", "3", SNAPSHOT_TRUE);
+    struct snapshot *d1 = delta(whole, &b, 1);
+    snapshot_store_publish(st, d1);
+    struct snapshot_ref ref = {0};
+    ck_assert_ptr_eq(snapshot_store_current(st, &ref), d1);
+    struct snapshot *d2 = delta(d1, &c, 1);
+    snapshot_store_publish(st, d2);
+    snapshot_store_publish(st, one_user("z", "9"));
+    /* the ref holds d1, d1 holds whole; d2 was freed as it was replaced */
+    ck_assert_uint_eq(snapshot_store_reap(st), 2);
+    ck_assert_ptr_nonnull(find(d1, "a"));
+    ck_assert_ptr_nonnull(find(d1, "b"));
+    ck_assert_ptr_nonnull(find(snapshot_store_current(st, &ref), "z"));
+    ck_assert_uint_eq(snapshot_store_reap(st), 0);
+    ck_assert_ptr_null(st->retired);
+    snapshot_ref_release(&ref);
+    snapshot_store_stop(st);
+}
+END_TEST
+
+START_TEST(test_store_free_retired)
+{
+    /* stopping the store frees what it still holds, whoever let go last */
+    struct snapshot_store *st = snapshot_store_new_static(one_user("a", "1"));
+    struct snapshot_ref ref = {0};
+    snapshot_store_current(st, &ref);
+    snapshot_store_publish(st, one_user("b", "2"));
+    snapshot_store_publish(st, one_user("c", "3"));
+    ck_assert_uint_eq(snapshot_store_reap(st), 1);
+    snapshot_ref_release(&ref);
+    snapshot_store_stop(st); /* ASan: nothing leaks */
 }
 END_TEST
 
@@ -1338,6 +1466,7 @@ Suite *snapshot_suite(void)
     tcase_add_test(tc, test_delta_on_delta);
     tcase_add_test(tc, test_delta_bad_rows);
     tcase_add_test(tc, test_delta_new_lists);
+    tcase_add_test(tc, test_delta_patch_ips);
     tcase_add_test(tc, test_delta_file);
     tcase_add_test(tc, test_delta_many);
     tcase_set_timeout(tc, 60);
@@ -1356,6 +1485,8 @@ Suite *snapshot_suite(void)
     tcase_add_test(tc, test_store_static);
     tcase_add_test(tc, test_store_swap_two_threads);
     tcase_add_test(tc, test_store_churn);
+    tcase_add_test(tc, test_store_reap_deltas);
+    tcase_add_test(tc, test_store_free_retired);
     tcase_add_test(tc, test_start_without_anything);
     tcase_add_test(tc, test_start_from_file);
     tcase_set_timeout(tc, 60);
