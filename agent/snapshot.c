@@ -244,6 +244,32 @@ bool snapshot_delta_has(const struct snapshot *s, const char *name, size_t len)
     return s->base != NULL && user_find(s, user_hash(s, name, len), name, len) != NULL;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+bool snapshot_same_providers(const struct snapshot *a, const struct snapshot *b)
+{
+    const struct snapshot_skips *x = &a->skips, *y = &b->skips;
+    if (a->n_provs != b->n_provs || x->bad_port_range != y->bad_port_range ||
+        x->bad_country_format != y->bad_country_format || x->bad_template != y->bad_template ||
+        x->unresolved_host != y->unresolved_host)
+        return false;
+    for (size_t i = 0; i < a->n_provs; i++) {
+        const struct snap_prov *p = &a->provs[i], *q = &b->provs[i];
+        const struct snap_provider *u = &p->pub, *v = &q->pub;
+        if (u->id != v->id || u->port_min != v->port_min || u->port_max != v->port_max ||
+            u->is_global != v->is_global || u->country_format != v->country_format ||
+            strcmp(u->addr, v->addr) != 0 || !same_str(u->slug, v->slug) ||
+            !same_str(u->name, v->name) || !same_str(u->username, v->username) ||
+            !same_str(u->password, v->password) || !same_str(p->base_url, q->base_url) ||
+            !same_str(p->url_template, q->url_template))
+            return false;
+    }
+    return true;
+}
+
 size_t snapshot_delta_size(const struct snapshot *s)
 {
     return s != NULL && s->base != NULL ? s->n_delta : 0;

@@ -137,6 +137,9 @@ struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t l
 /* SNAPSHOT_PATCH_IPS: the authorized_ips row id changed (updated, deleted,
  * inserted); 0, or -1 when out of memory or not patching. */
 int snapshot_builder_ip_changed(struct snapshot_builder *b, int32_t id);
+/* Whether a and b hold the same providers (every column the agent keeps,
+ * the resolved address included) and skipped the same provider rows. */
+bool snapshot_same_providers(const struct snapshot *a, const struct snapshot *b);
 /* Records in a delta's own table (0 for a whole snapshot). */
 size_t snapshot_delta_size(const struct snapshot *s);
 /* Whether the delta s has a record (changed or removed) for name. */

@@ -544,6 +544,13 @@ static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *pr
             snprintf(err, errlen, "out of memory");
             return DELTA_WHOLE;
         }
+        /* the periodic refresh, with nothing changed: no new generation
+         * (and no snapshot file of a million users written again) */
+        if (*read == READ_PROVIDERS && n == 0 && patched == 0 &&
+            snapshot_same_providers(*out, prev)) {
+            snapshot_release(*out);
+            *out = NULL;
+        }
     }
     l->cursor = cursor;
     *changed = (size_t)n;

@@ -13,8 +13,9 @@
 # (PostgreSQL load time and agent RSS printed), then runs while the snapshot
 # changes every second:
 #   users      a user is updated (NOTIFY; the agent reads only changed users)
-#   providers  a provider row is updated (the agent reads the providers and
-#              the changed users: what the periodic refresh does)
+#   providers  a provider row is changed (the agent reads the providers and
+#              the changed rows: what the periodic refresh does; one that finds
+#              nothing changed publishes nothing)
 #   whitelist  a whitelist row is updated (the agent reads that row and
 #              patches its whitelist in memory)
 #   whitelist bulk  10,005 whitelist rows updated in one statement (too many
@@ -147,7 +148,7 @@ USER_SQL="UPDATE users SET is_active = true WHERE username = 'user1'"
 IP_SQL="UPDATE authorized_ips SET is_active = true WHERE ip = '10.0.0.1'"
 IP_BULK_SQL="UPDATE authorized_ips SET is_active = true WHERE id <= 10005"
 BULK_SQL="UPDATE users SET is_active = true WHERE id <= 10001"
-PROV_SQL="UPDATE proxies SET name = name WHERE slug = 'demo-de'"
+PROV_SQL="UPDATE proxies SET name = 'demo-de ' || clock_timestamp() WHERE slug = 'demo-de'"
 # kind <pattern>: "count mean_ms" of the loads logged with "<pattern> in N ms" since the mark
 mark=$(wc -l <"$GW_TMP/bigred.log")
 kind() {

@@ -173,6 +173,18 @@ psql_gw "DELETE FROM users WHERE username = 'alice'"
 probe wait-generation $((g + 1)) 2 >/dev/null
 assert_eq "user alice none" "$(probe user alice)" "deleted"
 
+t_begin "a periodic refresh that finds nothing changed publishes no new generation"
+wait_until 5 eval '[[ $(probe status) == *" loads_ok="* ]]'
+st1=$(probe status)
+sleep $((REFRESH * 2 + 1))
+st2=$(probe status)
+assert_eq "$(field generation "$st1")" "$(field generation "$st2")" "same generation"
+assert_match '^[2-9]|^[1-9][0-9]' "$(($(field loads_ok "$st2") - $(field loads_ok "$st1")))" \
+    "while the providers were read (loads_ok went up by at least 2)"
+psql_gw "UPDATE proxies SET name = 'renamed' WHERE slug = 'demo-us'"
+g=$(field generation "$st2")
+assert_match '^generation ' "$(probe wait-generation $((g + 1)) 2)" "a real change still publishes"
+
 t_begin "a change to users reads only the changed users (a delta): renames, removals"
 psql_gw "INSERT INTO users (username, password) VALUES ('dora', 'dora-pw'), ('eve', 'eve-pw')"
 wait_until 2 eval '[[ $(probe user eve) == "user eve id="* ]]'
