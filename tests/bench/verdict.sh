@@ -126,13 +126,17 @@ changing() {
 }
 # quiet: waits until the loader is done: its PostgreSQL session idle and no
 # new load logged, twice in a row 1 s apart (a whole load builds for a while
-# after its COMMIT, so the session alone does not say).
+# after its COMMIT, so the session alone does not say), and until no
+# autovacuum worker runs (the bulk updates leave 100,000s of dead rows: a
+# vacuum of them would land in a later run; so they are vacuumed here first).
 quiet() {
     local last=-1 now state calm=0
-    for _ in $(seq 1 120); do
+    psql_gw "VACUUM users, authorized_ips" # so that autovacuum finds nothing to do later
+    for _ in $(seq 1 180); do
         now=$(grep -c 'generation' "$GW_TMP/bigred.log")
         state=$(psql_gw "SELECT string_agg(state, ',') FROM pg_stat_activity
-                         WHERE application_name = 'gw-agent snapshot'")
+                         WHERE application_name = 'gw-agent snapshot'
+                            OR backend_type = 'autovacuum worker'")
         if [ "$now" = "$last" ] && [ "$state" = idle ]; then calm=$((calm + 1)); else calm=0; fi
         [ "$calm" -ge 2 ] && return
         last=$now
