@@ -409,6 +409,8 @@ struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t l
     if (reread & SNAPSHOT_REREAD_PROVIDERS) {
         s->skips.bad_port_range = s->skips.bad_country_format = 0;
         s->skips.bad_template = s->skips.unresolved_host = 0;
+        const struct snapshot *owner = prev->provs_from != NULL ? prev->provs_from : prev;
+        s->skips.duplicate -= owner->dup_slugs; /* counted afresh */
     } else {
         struct snapshot *owner = prev->provs_from != NULL ? prev->provs_from : prev;
         s->provs = owner->provs;
@@ -872,6 +874,7 @@ static int finish_providers(struct snapshot_builder *b, snapshot_resolve_fn reso
         bool dup = i > 0 && prov_cmp(&prev, p) == 0;
         prev = *p;
         if (dup) {
+            s->dup_slugs++;
             skip(b, T_PROXIES, &s->skips.duplicate, p->pub.id, "slug '%s' already loaded",
                  snapshot_printable(p->pub.slug, p->pub.slug_len, shown, sizeof(shown)));
             continue;

@@ -72,6 +72,7 @@ struct snapshot {
     size_t n_provs, provs_cap;
     const struct snap_provider **global, **country; /* into provs, sorted by slug */
     size_t n_global, n_country;
+    uint32_t dup_slugs; /* of skips.duplicate, the repeated slugs of provs */
 
     /* A delta (snapshot_builder_delta): urec and slots hold only the users
      * that changed since base was loaded, the gone ones as removed records;

@@ -922,6 +922,45 @@ START_TEST(test_delta_patch_ips)
 }
 END_TEST
 
+START_TEST(test_delta_duplicate_slugs)
+{
+    /* a repeated slug is counted once per read of the providers, not once
+     * more at every delta that reads them again */
+    struct fake_dns dns = {0};
+    struct snapshot_builder *b = snapshot_builder_new(1);
+    struct snapshot_provider_row p1 = prov_row(1, "twin", "a.test", SNAPSHOT_TRUE);
+    struct snapshot_provider_row p2 = prov_row(2, "twin", "b.test", SNAPSHOT_TRUE);
+    struct snapshot_user_row u = user_row(1, "u", "p", SNAPSHOT_TRUE);
+    ck_assert_int_eq(snapshot_builder_provider(b, &p1), 0);
+    ck_assert_int_eq(snapshot_builder_provider(b, &p2), 0);
+    ck_assert_int_eq(snapshot_builder_user(b, &u), 0);
+    ck_assert_int_eq(snapshot_builder_user(b, &u), 0); /* a repeated username too */
+    struct snapshot *prev = snapshot_builder_finish(b, fake_resolve, &dns);
+    ck_assert_ptr_nonnull(prev);
+    ck_assert_uint_eq(snapshot_skipped(prev)->duplicate, 2);
+    for (int round = 0; round < 3; round++) {
+        b = snapshot_builder_delta(prev, 2, SNAPSHOT_REREAD_PROVIDERS);
+        ck_assert_int_eq(snapshot_builder_provider(b, &p1), 0);
+        ck_assert_int_eq(snapshot_builder_provider(b, &p2), 0);
+        struct snapshot *d = snapshot_builder_finish(b, fake_resolve, &dns);
+        ck_assert_ptr_nonnull(d);
+        ck_assert_uint_eq(snapshot_skipped(d)->duplicate, 2);
+        /* a delta that borrows them keeps the count */
+        struct snapshot *d2 = delta(d, &u, 1);
+        ck_assert_uint_eq(snapshot_skipped(d2)->duplicate, 2);
+        snapshot_free(prev);
+        snapshot_free(d);
+        prev = d2;
+    }
+    b = snapshot_builder_delta(prev, 3, SNAPSHOT_REREAD_PROVIDERS);
+    ck_assert_int_eq(snapshot_builder_provider(b, &p1), 0);
+    struct snapshot *d = snapshot_builder_finish(b, fake_resolve, &dns);
+    ck_assert_uint_eq(snapshot_skipped(d)->duplicate, 1); /* the slug is no longer repeated */
+    snapshot_free(prev);
+    snapshot_free(d);
+}
+END_TEST
+
 START_TEST(test_delta_file)
 {
     /* the file of a delta holds the merged users; read back, it is whole */
@@ -1467,6 +1506,7 @@ Suite *snapshot_suite(void)
     tcase_add_test(tc, test_delta_bad_rows);
     tcase_add_test(tc, test_delta_new_lists);
     tcase_add_test(tc, test_delta_patch_ips);
+    tcase_add_test(tc, test_delta_duplicate_slugs);
     tcase_add_test(tc, test_delta_file);
     tcase_add_test(tc, test_delta_many);
     tcase_set_timeout(tc, 60);
