@@ -6,8 +6,9 @@
 #
 # Measures, through tests/tools/snapshot-probe (built here, optimized, from
 # build/rel objects):
-#   - the first load (connect, queries, build, DNS) and a NOTIFY-triggered
-#     reload, with the time snapshot_store_start took;
+#   - the first load (connect, queries, build, DNS), a NOTIFY-triggered
+#     reload (a user changed), a whitelist row added (the whitelist patched)
+#     and a whole reload, with the time snapshot_store_start took;
 #   - the probe's RSS after the load, and its peak during a reload (old and
 #     new snapshot side by side);
 #   - the start from the snapshot file (PostgreSQL stopped) and its size;
@@ -145,6 +146,15 @@ w=$(probe wait-generation $((g + 1)) 60)
 reload_seen_ms=$(($(date +%s%3N) - t0))
 reload_ms=$(field last_load_ms "$(probe status)")
 [[ $w == generation* ]] || reload_seen_ms="not seen ($w)"
+
+# a whitelist row added: the loader reads that row and patches the whitelist
+g=$(field generation "$(probe status)")
+t0=$(date +%s%3N)
+psql_gw "INSERT INTO authorized_ips (ip) VALUES ('198.51.100.0/24')" >/dev/null
+w=$(probe wait-generation $((g + 1)) 60)
+ip_seen_ms=$(($(date +%s%3N) - t0))
+ip_ms=$(field last_load_ms "$(probe status)")
+[[ $w == generation* ]] || ip_seen_ms="not seen ($w)"
 # a whole reload (a payload the loader does not know: it reads everything),
 # then the probe's move to it, once the reload is logged as published. The
 # replaced million-user snapshot is freed by the loader thread, not by this
@@ -185,6 +195,7 @@ printf '  %-46s %-22s %s\n' "first load (queries + build + DNS)" "${load_ms} ms"
 printf '  %-46s %-22s %s\n' "snapshot_store_start, connect included" "${start_ms} ms" "< 5000 ms"
 printf '  %-46s %-22s %s\n' "RSS after the load" "$(mb "$rss_kb") MB" "< 400 MB"
 printf '  %-46s %-22s %s\n' "reload on NOTIFY (commit to visible)" "${reload_seen_ms} ms" "(load ${reload_ms} ms)"
+printf '  %-46s %-22s %s\n' "whitelist row added (commit to visible)" "${ip_seen_ms} ms" "(load ${ip_ms} ms)"
 printf '  %-46s %-22s %s\n' "a reader's move to a new whole snapshot" "$(field us "$move") us" "(whole reload ${whole_ms} ms)"
 printf '  %-46s %-22s %s\n' "peak RSS (through the reload)" "$(mb "$hwm_kb") MB" "(after: $(mb "$after_kb") MB)"
 printf '  %-46s %-22s %s\n' "snapshot file" "$(awk -v b="$file_bytes" 'BEGIN{printf "%.1f MB", b/1048576}')" ""
