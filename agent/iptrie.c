@@ -20,10 +20,13 @@
 struct iptrie_node {
     uint8_t key[16];   /* prefix bits, network order; bits past len are zero */
     uint8_t len;       /* prefix length, bits */
-    uint8_t terminal;  /* 1 when this prefix was inserted (not just a branch) */
-    uint32_t id;       /* caller's id, when terminal */
+    uint16_t rows;     /* insertions of this prefix not removed; 0: a branch;
+                          IPTRIE_ROWS_STUCK: too many to count, never removed */
+    uint32_t id;       /* a caller's id, when rows > 0 */
     uint32_t child[2]; /* node indices by the bit after len; 0 is "none" */
 };
+
+#define IPTRIE_ROWS_STUCK UINT16_MAX
 
 /* Nodes 0 and 1 are the IPv4 and IPv6 roots (the empty prefix); being roots,
  * they are never anyone's child, which frees index 0 to mean "none". */
@@ -171,35 +174,42 @@ static uint32_t iptrie_add_node(struct iptrie *t, const uint8_t key[16], unsigne
     return (uint32_t)t->n++;
 }
 
-int iptrie_insert(struct iptrie *t, const struct ip_prefix *p, uint32_t id)
+/* The prefix's root, and q: its bits, masked. -1 for an invalid prefix. */
+static int iptrie_key(const struct ip_prefix *p, uint8_t q[16], uint32_t *root)
 {
-    if (t == NULL || p == NULL) return -1;
-    if (!(p->family == AF_INET && p->len <= 32) && !(p->family == AF_INET6 && p->len <= 128))
+    if (p == NULL ||
+        (!(p->family == AF_INET && p->len <= 32) && !(p->family == AF_INET6 && p->len <= 128)))
         return -1;
-    if (iptrie_reserve(t) != 0) return -1;
-
-    uint8_t q[16] = {0};
+    memset(q, 0, 16);
     memcpy(q, p->addr, p->family == AF_INET ? 4 : 16);
     iptrie_mask(q, p->len);
+    *root = p->family == AF_INET ? IPTRIE_ROOT4 : IPTRIE_ROOT6;
+    return 0;
+}
+
+int iptrie_insert(struct iptrie *t, const struct ip_prefix *p, uint32_t id)
+{
+    uint8_t q[16];
+    uint32_t cur;
+    if (t == NULL || iptrie_key(p, q, &cur) != 0 || iptrie_reserve(t) != 0) return -1;
     const unsigned qlen = p->len;
-    uint32_t cur = p->family == AF_INET ? IPTRIE_ROOT4 : IPTRIE_ROOT6;
 
     /* Invariant: nodes[cur] is a prefix of q. */
     for (;;) {
         struct iptrie_node *nd = &t->nodes[cur];
         if (nd->len == qlen) {
-            if (!nd->terminal) {
-                nd->terminal = 1;
+            if (nd->rows == 0) {
                 nd->id = id;
                 t->count++;
             }
+            if (nd->rows != IPTRIE_ROWS_STUCK) nd->rows++;
             return 0;
         }
         unsigned b = iptrie_bit(q, nd->len);
         uint32_t c = nd->child[b];
         if (c == 0) {
             uint32_t leaf = iptrie_add_node(t, q, qlen);
-            t->nodes[leaf].terminal = 1;
+            t->nodes[leaf].rows = 1;
             t->nodes[leaf].id = id;
             t->nodes[cur].child[b] = leaf;
             t->count++;
@@ -217,11 +227,11 @@ int iptrie_insert(struct iptrie *t, const struct ip_prefix *p, uint32_t id)
         uint32_t split = iptrie_add_node(t, q, k);
         t->nodes[split].child[cbit] = c;
         if (k == qlen) {
-            t->nodes[split].terminal = 1;
+            t->nodes[split].rows = 1;
             t->nodes[split].id = id;
         } else {
             uint32_t leaf = iptrie_add_node(t, q, qlen);
-            t->nodes[leaf].terminal = 1;
+            t->nodes[leaf].rows = 1;
             t->nodes[leaf].id = id;
             t->nodes[split].child[cbit ^ 1u] = leaf;
         }
@@ -229,6 +239,48 @@ int iptrie_insert(struct iptrie *t, const struct ip_prefix *p, uint32_t id)
         t->count++;
         return 0;
     }
+}
+
+/*
+ * The node left a branch keeps its place: lookups stay correct (they test
+ * rows), and the next whole build drops it. A prefix inserted more often
+ * than a node can count is stuck: removing it fails, and the caller builds
+ * the trie again from its rows.
+ */
+int iptrie_remove(struct iptrie *t, const struct ip_prefix *p)
+{
+    uint8_t q[16];
+    uint32_t cur;
+    if (t == NULL || iptrie_key(p, q, &cur) != 0) return -1;
+    for (;;) {
+        struct iptrie_node *nd = &t->nodes[cur];
+        if (nd->len == p->len) {
+            if (nd->rows == 0 || nd->rows == IPTRIE_ROWS_STUCK) return -1;
+            if (--nd->rows == 0) t->count--;
+            return 0;
+        }
+        uint32_t c = nd->child[iptrie_bit(q, nd->len)];
+        if (c == 0 || t->nodes[c].len > p->len ||
+            !iptrie_equal_bits(t->nodes[c].key, q, nd->len, t->nodes[c].len))
+            return -1;
+        cur = c;
+    }
+}
+
+struct iptrie *iptrie_copy(const struct iptrie *t)
+{
+    if (t == NULL) return NULL;
+    struct iptrie *c = malloc(sizeof(*c));
+    if (c == NULL) return NULL;
+    *c = *t;
+    c->cap = t->n + 64; /* room for a few insertions before a realloc */
+    c->nodes = malloc(c->cap * sizeof(*c->nodes));
+    if (c->nodes == NULL) {
+        free(c);
+        return NULL;
+    }
+    memcpy(c->nodes, t->nodes, t->n * sizeof(*t->nodes));
+    return c;
 }
 
 size_t iptrie_count(const struct iptrie *t)
@@ -263,7 +315,7 @@ bool iptrie_match(const struct iptrie *t, int family, const uint8_t *addr, uint3
     for (;;) {
         const struct iptrie_node *nd = &t->nodes[cur];
         /* Prefixes grow along the path: the last terminal is the longest. */
-        if (nd->terminal) {
+        if (nd->rows != 0) {
             found = true;
             if (id) *id = nd->id;
         }

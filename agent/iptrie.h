@@ -52,13 +52,26 @@ struct iptrie *iptrie_new(void);
 
 /*
  * Adds p with the caller's id (e.g. the authorized_ips row id). When the same
- * prefix is added twice, the first id is kept. Returns 0, or -1 when out of
+ * prefix is added twice, the first id is kept (and the prefix counted twice:
+ * see iptrie_remove). Returns 0, or -1 when out of
  * memory or p is invalid (the trie is unchanged then). Not thread-safe; never
  * call it on a trie that other threads may be reading.
  */
 int iptrie_insert(struct iptrie *t, const struct ip_prefix *p, uint32_t id);
 
-/* Number of distinct prefixes inserted. */
+/*
+ * Takes back one insertion of p (any id): p stops matching once every
+ * insertion of it is taken back. Returns 0, or -1 when p is not in the trie
+ * or was inserted too many times (65,535) to be counted: then build a new
+ * trie. Not thread-safe, as iptrie_insert.
+ */
+int iptrie_remove(struct iptrie *t, const struct ip_prefix *p);
+
+/* A copy of t for a writer to change (t stays as it is); NULL when out of
+ * memory. */
+struct iptrie *iptrie_copy(const struct iptrie *t);
+
+/* Number of distinct prefixes inserted and not removed. */
 size_t iptrie_count(const struct iptrie *t);
 
 /*

@@ -397,6 +397,13 @@ struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t l
     } else if (reread & SNAPSHOT_PATCH_IPS) {
         b->patch_ips = prev->ips_from != NULL ? prev->ips_from : prev;
         snapshot_retain(b->patch_ips);
+        struct iptrie *copy = iptrie_copy(b->patch_ips->trie);
+        if (copy == NULL) {
+            snapshot_builder_abort(b);
+            return NULL;
+        }
+        iptrie_free(s->trie);
+        s->trie = copy;
     } else {
         struct snapshot *owner = prev->ips_from != NULL ? prev->ips_from : prev;
         iptrie_free(s->trie);
@@ -507,9 +514,8 @@ int snapshot_builder_user(struct snapshot_builder *b, const struct snapshot_user
     return add_user_rec(s, r, false);
 }
 
-/* Appends a whitelist row (text as stored, p parsed from it) and inserts p. */
-static int add_ip(struct snapshot *s, int32_t id, const char *text, size_t len,
-                  const struct ip_prefix *p)
+/* Appends a whitelist row (text as stored) to s->ips. */
+static int append_ip(struct snapshot *s, int32_t id, const char *text, size_t len)
 {
     if (len > UINT32_MAX) return -1;
     if (s->n_ips == s->ips_cap) {
@@ -523,9 +529,17 @@ static int add_ip(struct snapshot *s, int32_t id, const char *text, size_t len,
     e->id = id;
     e->len = (uint32_t)len;
     e->text = arena_put(s, text, len);
-    if (e->text == NULL || iptrie_insert(s->trie, p, (uint32_t)id) != 0) return -1;
+    if (e->text == NULL) return -1;
     s->n_ips++;
     return 0;
+}
+
+/* ... and inserts p, parsed from it, into the trie. */
+static int add_ip(struct snapshot *s, int32_t id, const char *text, size_t len,
+                  const struct ip_prefix *p)
+{
+    return append_ip(s, id, text, len) == 0 && iptrie_insert(s->trie, p, (uint32_t)id) == 0 ? 0
+                                                                                            : -1;
 }
 
 int snapshot_builder_ip(struct snapshot_builder *b, const struct snapshot_ip_row *r)
@@ -570,21 +584,41 @@ static int cmp_id(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* SNAPSHOT_PATCH_IPS: the rows of the previous whitelist that did not
- * change join the changed rows' current versions, already added. They were
- * valid when first read, so they are parsed again without a word. */
+/*
+ * SNAPSHOT_PATCH_IPS: the trie is a copy of the previous one, with the
+ * changed rows' current versions already inserted; the changed rows' old
+ * versions are taken out of it here, and the other rows join the list. A
+ * prefix the trie cannot take out (repeated more than 65,535 times) means
+ * building it again from the list.
+ */
 static int patch_ips(struct snapshot_builder *b)
 {
+    struct snapshot *s = b->s;
     const struct snapshot *from = b->patch_ips;
+    bool rebuild = false;
     qsort(b->ip_ids, b->n_ip_ids, sizeof(*b->ip_ids), cmp_id);
     for (size_t i = 0; i < from->n_ips; i++) {
         const struct snap_ip_entry *e = &from->ips[i];
         struct ip_prefix p;
-        if (bsearch(&e->id, b->ip_ids, b->n_ip_ids, sizeof(*b->ip_ids), cmp_id) != NULL ||
-            iptrie_parse_cidr(e->text, e->len, &p) != 0)
-            continue;
-        if (add_ip(b->s, e->id, e->text, e->len, &p) != 0) return -1;
+        if (bsearch(&e->id, b->ip_ids, b->n_ip_ids, sizeof(*b->ip_ids), cmp_id) == NULL) {
+            if (append_ip(s, e->id, e->text, e->len) != 0) return -1;
+        } else if (iptrie_parse_cidr(e->text, e->len, &p) != 0 || iptrie_remove(s->trie, &p) != 0) {
+            rebuild = true;
+        }
     }
+    if (!rebuild) return 0;
+    struct iptrie *t = iptrie_new();
+    if (t == NULL) return -1;
+    for (size_t i = 0; i < s->n_ips; i++) {
+        struct ip_prefix p;
+        if (iptrie_parse_cidr(s->ips[i].text, s->ips[i].len, &p) == 0 &&
+            iptrie_insert(t, &p, (uint32_t)s->ips[i].id) != 0) {
+            iptrie_free(t);
+            return -1;
+        }
+    }
+    iptrie_free(s->trie);
+    s->trie = t;
     return 0;
 }
 

@@ -415,6 +415,132 @@ START_TEST(test_random_against_linear)
 }
 END_TEST
 
+/* A random address: under a live entry's prefix half the time. */
+static int random_addr(uint64_t *s, const struct entry *live, size_t n, uint8_t a[16])
+{
+    struct ip_prefix q;
+    random_prefix(s, &q);
+    memcpy(a, q.addr, 16);
+    if (n > 0 && rnd(s) % 2 == 0) {
+        const struct entry *pick = &live[rnd(s) % n];
+        memcpy(a, pick->p.addr, 16);
+        q.family = pick->p.family;
+        q.len = pick->p.len;
+    }
+    uint64_t r = rnd(s);
+    unsigned width = q.family == AF_INET ? 32 : 128;
+    for (unsigned b = q.len; b < width; b++)
+        if ((r >> (b % 64)) & 1) a[b / 8] |= (uint8_t)(0x80 >> (b % 8));
+    return q.family;
+}
+
+START_TEST(test_remove_against_linear)
+{
+    /* inserts (some of them repeats of a live prefix) and removals at
+     * random, on a copy of a trie: a hit exactly when a live row covers the
+     * address; the original trie does not move */
+    enum { NOPS = 6000, NLOOKUP = 400 };
+    static struct entry live[NOPS], first[NOPS];
+    uint64_t s = 0xfeedu;
+    struct iptrie *orig = iptrie_new();
+    size_t n = 0;
+    for (; n < 500; n++) {
+        random_prefix(&s, &live[n].p);
+        live[n].id = (uint32_t)n + 1;
+        ck_assert_int_eq(iptrie_insert(orig, &live[n].p, live[n].id), 0);
+    }
+    memcpy(first, live, n * sizeof(*live));
+    size_t n_first = n, count_first = iptrie_count(orig);
+    struct iptrie *t = iptrie_copy(orig);
+    ck_assert_ptr_nonnull(t);
+    for (size_t op = 0; op < NOPS; op++) {
+        uint64_t r = rnd(&s) % 10;
+        if (r < 4 && n > 0) {
+            size_t k = rnd(&s) % n;
+            ck_assert_int_eq(iptrie_remove(t, &live[k].p), 0);
+            live[k] = live[--n];
+        } else {
+            if (r < 6 && n > 0)
+                live[n].p = live[rnd(&s) % n].p; /* a repeat */
+            else
+                random_prefix(&s, &live[n].p);
+            live[n].id = (uint32_t)(1000 + op);
+            ck_assert_int_eq(iptrie_insert(t, &live[n].p, live[n].id), 0);
+            n++;
+        }
+        if (op % 500 != 0 && op != NOPS - 1) continue;
+        for (size_t i = 0; i < NLOOKUP; i++) {
+            uint8_t a[16];
+            int fam = random_addr(&s, live, n, a);
+            ck_assert_int_eq(iptrie_match(t, fam, a, NULL), linear(live, n, fam, a) != 0);
+        }
+    }
+    for (size_t i = 0; i < NLOOKUP; i++) {
+        uint8_t a[16];
+        int fam = random_addr(&s, first, n_first, a);
+        uint32_t id = 0;
+        bool hit = iptrie_match(orig, fam, a, &id);
+        ck_assert_uint_eq(hit ? id : 0, linear(first, n_first, fam, a));
+    }
+    ck_assert_uint_eq(iptrie_count(orig), count_first);
+    /* everything taken back: nothing matches */
+    while (n > 0) {
+        ck_assert_int_eq(iptrie_remove(t, &live[n - 1].p), 0);
+        n--;
+    }
+    ck_assert_uint_eq(iptrie_count(t), 0);
+    for (size_t i = 0; i < NLOOKUP; i++) {
+        uint8_t a[16];
+        int fam = random_addr(&s, first, n_first, a);
+        ck_assert(!iptrie_match(t, fam, a, NULL));
+    }
+    iptrie_free(t);
+    iptrie_free(orig);
+}
+END_TEST
+
+START_TEST(test_remove_edges)
+{
+    struct iptrie *t = iptrie_new();
+    struct ip_prefix p8, p16, p24, host;
+    ck_assert_int_eq(iptrie_parse_cidr(LIT("10.0.0.0/8"), &p8), 0);
+    ck_assert_int_eq(iptrie_parse_cidr(LIT("10.1.0.0/16"), &p16), 0);
+    ck_assert_int_eq(iptrie_parse_cidr(LIT("10.1.2.0/24"), &p24), 0);
+    ck_assert_int_eq(iptrie_parse_cidr(LIT("10.1.2.3"), &host), 0);
+    const uint8_t a[4] = {10, 1, 2, 3};
+    ck_assert_int_eq(iptrie_remove(t, &p8), -1); /* not there */
+    ck_assert_int_eq(iptrie_insert(t, &p8, 1), 0);
+    ck_assert_int_eq(iptrie_insert(t, &p24, 2), 0);
+    ck_assert_int_eq(iptrie_remove(t, &p16), -1);  /* between two that are */
+    ck_assert_int_eq(iptrie_remove(t, &host), -1); /* under one that is */
+    ck_assert_int_eq(iptrie_remove(t, NULL), -1);
+    ck_assert_int_eq(iptrie_remove(NULL, &p8), -1);
+    ck_assert_int_eq(iptrie_remove(t, &p8), 0);
+    ck_assert_int_eq(iptrie_remove(t, &p8), -1); /* once only */
+    uint32_t id = 0;
+    ck_assert(iptrie_match(t, AF_INET, a, &id));
+    ck_assert_uint_eq(id, 2);
+    ck_assert_int_eq(iptrie_remove(t, &p24), 0);
+    ck_assert(!iptrie_match(t, AF_INET, a, NULL));
+    ck_assert_uint_eq(iptrie_count(t), 0);
+    /* a prefix inserted more often than a node counts is stuck: it stays */
+    for (unsigned i = 0; i < 70000; i++)
+        ck_assert_int_eq(iptrie_insert(t, &host, i), 0);
+    ck_assert_int_eq(iptrie_remove(t, &host), -1);
+    ck_assert(iptrie_match(t, AF_INET, a, NULL));
+    /* below that, as many removals as insertions */
+    ck_assert_int_eq(iptrie_insert(t, &p16, 1), 0);
+    ck_assert_int_eq(iptrie_insert(t, &p16, 2), 0);
+    ck_assert_int_eq(iptrie_remove(t, &p16), 0);
+    const uint8_t b[4] = {10, 1, 9, 9};
+    ck_assert(iptrie_match(t, AF_INET, b, NULL));
+    ck_assert_int_eq(iptrie_remove(t, &p16), 0);
+    ck_assert(!iptrie_match(t, AF_INET, b, NULL));
+    ck_assert_ptr_null(iptrie_copy(NULL));
+    iptrie_free(t);
+}
+END_TEST
+
 START_TEST(test_100k_entries)
 {
     enum { NPREFIX = 100000, NLINEAR = 200, NLOOKUP = 200000 };
@@ -467,6 +593,8 @@ Suite *iptrie_suite(void)
     tcase_add_test(tc, test_match_all_and_host);
     tcase_add_test(tc, test_edge_cases);
     tcase_add_test(tc, test_random_against_linear);
+    tcase_add_test(tc, test_remove_against_linear);
+    tcase_add_test(tc, test_remove_edges);
     tcase_add_test(tc, test_100k_entries);
     suite_add_tcase(s, tc);
     return s;

@@ -900,6 +900,20 @@ START_TEST(test_delta_patch_ips)
     ck_assert_uint_eq(snapshot_ip_count(d2), 5);
     ck_assert_ptr_nonnull(find(d2, "bob")); /* carried over */
 
+    /* two rows with one prefix: taking one away keeps the other's */
+    b = snapshot_builder_delta(d2, 1700000030000, SNAPSHOT_PATCH_IPS);
+    struct snapshot_ip_row twin = ip_row(9, "10.0.0.0/8", SNAPSHOT_TRUE);
+    ck_assert_int_eq(snapshot_builder_ip_changed(b, 9), 0);
+    ck_assert_int_eq(snapshot_builder_ip(b, &twin), 0);
+    struct snapshot *d2b = snapshot_builder_finish(b, NULL, NULL);
+    b = snapshot_builder_delta(d2b, 1700000040000, SNAPSHOT_PATCH_IPS);
+    ck_assert_int_eq(snapshot_builder_ip_changed(b, 4), 0);
+    struct snapshot *d2c = snapshot_builder_finish(b, NULL, NULL);
+    ck_assert(allowed(d2c, "10.2.0.1"));
+    snapshot_free(d2b);
+    snapshot_free(d2);
+    d2 = d2c;
+
     /* a delta of users alone borrows the patched whitelist */
     struct snapshot *d3 = delta(d2, &bob, 1);
     snapshot_free(d2);
@@ -918,6 +932,44 @@ START_TEST(test_delta_patch_ips)
     free(buf);
     snapshot_free(t);
     snapshot_free(d3);
+    snapshot_free(base);
+}
+END_TEST
+
+START_TEST(test_delta_patch_ips_rebuild)
+{
+    /* a prefix repeated more often than the trie counts cannot be taken out
+     * of a copy: the patch builds the trie again from the rows */
+    enum { N = 65536 };
+    struct snapshot_builder *b = snapshot_builder_new(1);
+    for (int32_t id = 1; id <= N; id++) {
+        struct snapshot_ip_row r = ip_row(id, "192.0.2.0/24", SNAPSHOT_TRUE);
+        ck_assert_int_eq(snapshot_builder_ip(b, &r), 0);
+    }
+    struct snapshot_ip_row net = ip_row(N + 1, "10.0.0.0/8", SNAPSHOT_TRUE);
+    ck_assert_int_eq(snapshot_builder_ip(b, &net), 0);
+    struct snapshot *base = snapshot_builder_finish(b, NULL, NULL);
+    ck_assert_ptr_nonnull(base);
+    /* all but one of the many rows gone: the prefix stays */
+    b = snapshot_builder_delta(base, 2, SNAPSHOT_PATCH_IPS);
+    for (int32_t id = 2; id <= N; id++)
+        ck_assert_int_eq(snapshot_builder_ip_changed(b, id), 0);
+    struct snapshot *d = snapshot_builder_finish(b, NULL, NULL);
+    ck_assert_ptr_nonnull(d);
+    ck_assert(allowed(d, "192.0.2.1"));
+    ck_assert(allowed(d, "10.1.1.1"));
+    /* and the last one too, with the /8: nothing left */
+    b = snapshot_builder_delta(d, 3, SNAPSHOT_PATCH_IPS);
+    ck_assert_int_eq(snapshot_builder_ip_changed(b, 1), 0);
+    ck_assert_int_eq(snapshot_builder_ip_changed(b, N + 1), 0);
+    struct snapshot *d2 = snapshot_builder_finish(b, NULL, NULL);
+    ck_assert_ptr_nonnull(d2);
+    ck_assert(!allowed(d2, "192.0.2.1"));
+    ck_assert(!allowed(d2, "10.1.1.1"));
+    ck_assert_uint_eq(snapshot_ip_count(d2), 0);
+    ck_assert(allowed(base, "192.0.2.1")); /* the base is untouched */
+    snapshot_free(d2);
+    snapshot_free(d);
     snapshot_free(base);
 }
 END_TEST
@@ -1506,6 +1558,7 @@ Suite *snapshot_suite(void)
     tcase_add_test(tc, test_delta_bad_rows);
     tcase_add_test(tc, test_delta_new_lists);
     tcase_add_test(tc, test_delta_patch_ips);
+    tcase_add_test(tc, test_delta_patch_ips_rebuild);
     tcase_add_test(tc, test_delta_duplicate_slugs);
     tcase_add_test(tc, test_delta_file);
     tcase_add_test(tc, test_delta_many);
