@@ -127,8 +127,9 @@ void snapshot_builder_abort(struct snapshot_builder *b);
  *
  * SNAPSHOT_PATCH_IPS (without SNAPSHOT_REREAD_IPS): the whitelist is prev's
  * but for the rows named with snapshot_builder_ip_changed, whose current
- * versions (if any) are fed with snapshot_builder_ip. The delta gets a trie
- * of its own, built from memory at finish; prev's bad_cidr count is kept.
+ * versions (if any) are fed with snapshot_builder_ip. The delta gets a copy
+ * of prev's trie with the old versions taken out (at finish) and the current
+ * ones put in; prev's bad_cidr count is kept.
  */
 #define SNAPSHOT_REREAD_IPS       1u /* authorized_ips */
 #define SNAPSHOT_REREAD_PROVIDERS 2u /* proxies */
