@@ -35,6 +35,7 @@ enum {
     O_LOG_LEVEL,
     O_POSTGRES_URI,
     O_REFRESH,
+    O_FULL_EVERY,
     O_SNAPSHOT,
     O_TRAFFIC,
     O_REDIS_ADDR,
@@ -71,7 +72,11 @@ static const struct option_def options[O_COUNT] = {
                         "PostgreSQL connection string (required by the gateway handler)"},
     [O_REFRESH] = {"refresh-interval", "REFRESH_INTERVAL", OPT_UINT, "30", 1, 86400,
                    "seconds between periodic reloads (providers, changed users and whitelist "
-                   "rows; every row every 20th time; changes also apply at once via NOTIFY)"},
+                   "rows; changes also apply at once via NOTIFY)"},
+    [O_FULL_EVERY] = {"full-reload-every", "GW_FULL_RELOAD_EVERY", OPT_UINT, "20", 0, 100000,
+                      "read every user and whitelist row again every this many refresh "
+                      "intervals, a safety net for changes made with the triggers disabled "
+                      "(0: only after a reconnect or a bulk statement)"},
     [O_SNAPSHOT] = {"snapshot-path", "GW_SNAPSHOT_PATH", OPT_STR,
                     "/var/lib/gw-agent/snapshot.msgpack", 0, 0,
                     "file the last good snapshot is saved to, and started from when "
@@ -133,11 +138,12 @@ static void ensure_parent_dir(const char *path)
 /* Runs the gateway handler: snapshot store, crypt pool, then the server. */
 static int run_gateway(const char *const *values, const struct spoa_config *cfg)
 {
-    unsigned refresh, redis_db, balance_timeout, crypt_threads, spool_max_mb, dedup;
+    unsigned refresh, full_every, redis_db, balance_timeout, crypt_threads, spool_max_mb, dedup;
     bool traffic;
     char redis_host[256];
     int redis_port;
     if (!options_uint(program.name, &options[O_REFRESH], values[O_REFRESH], &refresh) ||
+        !options_uint(program.name, &options[O_FULL_EVERY], values[O_FULL_EVERY], &full_every) ||
         !options_uint(program.name, &options[O_REDIS_DB], values[O_REDIS_DB], &redis_db) ||
         !options_uint(program.name, &options[O_BALANCE_TIMEOUT], values[O_BALANCE_TIMEOUT],
                       &balance_timeout) ||
@@ -162,6 +168,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         .refresh_s = refresh,
         .snapshot_path = values[O_SNAPSHOT][0] ? values[O_SNAPSHOT] : NULL,
         .connect_timeout_s = 5,
+        .full_every = full_every == 0 ? -1 : (int)full_every,
     };
     struct snapshot_store *store = snapshot_store_start(&scfg);
     if (!store) return 1; /* the store logged why: no database and no saved snapshot */

@@ -82,6 +82,8 @@ struct snapshot_store_config {
                                    longest retry interval when PostgreSQL fails */
     const char *snapshot_path;  /* saved after each load, read at start; NULL: none */
     unsigned connect_timeout_s; /* PostgreSQL connect timeout (0: 5 s) */
+    int full_every;             /* every row read again every this many refresh_s
+                                   (0: 20; negative: only when a delta will not do) */
 };
 
 struct snapshot_store;

@@ -28,7 +28,7 @@
  * change to authorized_ips or proxies reads that table again as well, and
  * so does the periodic refresh for proxies (re-resolving provider hosts).
  * Every row is read (READ_WHOLE) at the first load on a connection
- * (notifications may have been missed), every WHOLE_EVERY refreshes, and
+ * (notifications may have been missed), every full_every refreshes, and
  * when a delta cannot be had: a statement that changed more than
  * DELTA_MAX_ROWS users, a TRUNCATE, more than DELTA_MAX_SIZE changes piled
  * up, no change log. With sql/migrations/005 as well, a change to
@@ -66,7 +66,7 @@
 #define FETCH_ROWS          50000 /* rows per FETCH from a cursor */
 #define DELTA_MAX_ROWS      10000 /* changed users read as a delta; more: a whole load */
 #define DELTA_MAX_SIZE      50000 /* changes a delta may carry; more: a whole load */
-#define WHOLE_EVERY         20    /* every user read again at least every this many refresh_s */
+#define DEFAULT_FULL_EVERY  20    /* every row read again every this many refresh_s */
 #define DEFAULT_REFRESH_S   60
 #define DEFAULT_CONNECT_S   5
 #define FIRST_BACKOFF_MS    1000
@@ -78,6 +78,7 @@ struct snapshot_loader {
     char *uri;          /* may hold a password: never logged */
     char *path;         /* NULL: no snapshot file */
     int64_t refresh_ms; /* periodic reload */
+    int64_t full_ms;    /* periodic read of every row; 0: none */
     unsigned connect_s; /* connect_timeout */
     PGconn *conn;       /* the loader thread's (the starter's until it runs) */
     pthread_t thread;
@@ -789,11 +790,11 @@ static void *loader_main(void *arg)
 
         /* The changed users always; the tables the notifications named; the
          * providers at each periodic refresh (which re-resolves their
-         * hosts); every row every WHOLE_EVERY refreshes (a safety net for
+         * hosts); every row every full_every refreshes (a safety net for
          * changes the triggers did not log). */
         if (l->conn != NULL) pending |= drain_notifies(l->conn);
         unsigned read = pending & READ_WHOLE;
-        if (need_whole || now - l->last_whole >= WHOLE_EVERY * l->refresh_ms) read = READ_WHOLE;
+        if (need_whole || (l->full_ms > 0 && now - l->last_whole >= l->full_ms)) read = READ_WHOLE;
         if (now - l->last_providers >= l->refresh_ms) read |= READ_PROVIDERS;
         pending = 0;
         size_t changed;
@@ -861,6 +862,9 @@ struct snapshot_store *snapshot_store_start(const struct snapshot_store_config *
     l->uri = strdup(cfg->postgres_uri);
     l->path = cfg->snapshot_path && cfg->snapshot_path[0] ? strdup(cfg->snapshot_path) : NULL;
     l->refresh_ms = (int64_t)(cfg->refresh_s ? cfg->refresh_s : DEFAULT_REFRESH_S) * 1000;
+    l->full_ms = cfg->full_every < 0
+                     ? 0
+                     : l->refresh_ms * (cfg->full_every ? cfg->full_every : DEFAULT_FULL_EVERY);
     l->connect_s = cfg->connect_timeout_s ? cfg->connect_timeout_s : DEFAULT_CONNECT_S;
     atomic_init(&l->stopping, false);
     if (l->uri == NULL || (cfg->snapshot_path && cfg->snapshot_path[0] && l->path == NULL) ||

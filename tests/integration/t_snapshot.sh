@@ -105,7 +105,10 @@ ms_now() {
 t_begin "first load from PostgreSQL with the demo data"
 start_postgres || t_abort "postgres did not start"
 db_apply --demo >/dev/null || t_abort "sql/apply.sh --demo failed"
-probe_start --uri "$POSTGRES_URI" --path "$SNAP_FILE" --refresh "$REFRESH" --connect-timeout 2
+# --full-every -1: no periodic read of every row (the generation counts below
+# would move with one); the safety net has its own case
+probe_start --uri "$POSTGRES_URI" --path "$SNAP_FILE" --refresh "$REFRESH" --full-every -1 \
+    --connect-timeout 2
 assert_match '^ready generation=1 from_disk=0 .* users=1 ips=4 providers=3$' "$PROBE_READY" "ready line"
 assert_eq "user myuser id=1 hash=0 password=mypassword" "$(probe user myuser)" "demo user"
 assert_eq "user MyUser none" "$(probe user MyUser)" "usernames are case-sensitive"
@@ -395,9 +398,32 @@ psql_gw "INSERT INTO users (username, password) VALUES ('carol', 'carol-pw')"
 assert_match '^generation ' "$(probe wait-generation $((g + 1)) 1)" "NOTIFY after the restart"
 assert_match '^user carol id=[0-9]+ hash=0 password=carol-pw$' "$(probe user carol)" "carol"
 assert_match 'PostgreSQL is reachable again' "$(cat "$PROBE_LOG")" "recovery logged"
+
+t_begin "a change made with the triggers disabled: missed by deltas, read by the periodic full read"
+psql_gw "ALTER TABLE users DISABLE TRIGGER USER;
+         UPDATE users SET password = 'quiet-pw' WHERE username = 'carol';
+         ALTER TABLE users ENABLE TRIGGER USER"
+psql_gw "NOTIFY gw_snapshot, 'users'" # a delta: the change log has nothing
+sleep $((REFRESH * 2))
+assert_match 'password=carol-pw$' "$(probe user carol)" "not seen without the full read"
 sleep 0.5 # the file is written after the load
 probe_stop
 assert_eq 0 "$PROBE_STATUS" "probe exit status (no leaks)"
+main_log=$PROBE_LOG
+PROBE_LOG=$GW_TMP/probe-full.log
+probe_start --uri "$POSTGRES_URI" --path "$GW_TMP/snapshot-full.bin" --refresh 1 --full-every 2 \
+    --connect-timeout 2
+psql_gw "ALTER TABLE users DISABLE TRIGGER USER;
+         UPDATE users SET password = 'quiet-pw2' WHERE username = 'carol';
+         ALTER TABLE users ENABLE TRIGGER USER"
+wait_until 6 eval '[[ $(probe user carol) == *"password=quiet-pw2" ]]'
+assert_match 'password=quiet-pw2$' "$(probe user carol)" "seen at the full read every 2 refreshes"
+assert_match 'generation [2-9][0-9]* from PostgreSQL \(everything\)' "$(cat "$PROBE_LOG")" \
+    "a periodic read of everything"
+probe_stop
+assert_eq 0 "$PROBE_STATUS" "probe exit status (no leaks)"
+psql_gw "UPDATE users SET password = 'carol-pw' WHERE username = 'carol'"
+PROBE_LOG=$main_log
 
 t_begin "start while PostgreSQL is down: from the snapshot file, loudly, then recover"
 stop_postgres

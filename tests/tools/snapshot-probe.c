@@ -2,7 +2,7 @@
  * snapshot-probe: a snapshot store (agent/snapshot*.c) driven from stdin,
  * for tests/integration/t_snapshot.sh and tests/bench/snapshot.sh.
  *
- *   snapshot-probe --uri POSTGRES_URI [--path FILE] [--refresh S]
+ *   snapshot-probe --uri POSTGRES_URI [--path FILE] [--refresh S] [--full-every N]
  *                  [--connect-timeout S] [--log-level LEVEL]
  *
  * Starts the store (PostgreSQL, else the file) and prints one line:
@@ -247,7 +247,7 @@ static void cmd_bench_ips(long range, double seconds)
 static void usage(void)
 {
     fprintf(stderr, "usage: snapshot-probe --uri URI [--path FILE] [--refresh S] "
-                    "[--connect-timeout S] [--log-level LEVEL]\n");
+                    "[--full-every N] [--connect-timeout S] [--log-level LEVEL]\n");
     exit(2);
 }
 
@@ -258,6 +258,7 @@ int main(int argc, char **argv)
         {"uri", required_argument, NULL, 'u'},
         {"path", required_argument, NULL, 'p'},
         {"refresh", required_argument, NULL, 'r'},
+        {"full-every", required_argument, NULL, 'f'},
         {"connect-timeout", required_argument, NULL, 'c'},
         {"log-level", required_argument, NULL, 'l'},
         {NULL, 0, NULL, 0},
@@ -274,6 +275,9 @@ int main(int argc, char **argv)
             break;
         case 'r':
             cfg.refresh_s = (unsigned)atoi(optarg);
+            break;
+        case 'f':
+            cfg.full_every = atoi(optarg);
             break;
         case 'c':
             cfg.connect_timeout_s = (unsigned)atoi(optarg);
