@@ -392,11 +392,14 @@ struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t l
     snapshot_retain(prev);
     b->prev = prev;
     s->skips = prev->skips; /* the parts read again count theirs afresh */
+    /* whose lists prev uses: its own, or those it borrows */
+    struct snapshot *ips = prev->ips_from != NULL ? prev->ips_from : prev;
+    struct snapshot *provs = prev->provs_from != NULL ? prev->provs_from : prev;
     if (reread & SNAPSHOT_REREAD_IPS) {
         s->skips.bad_cidr = 0;
     } else if (reread & SNAPSHOT_PATCH_IPS) {
-        b->patch_ips = prev->ips_from != NULL ? prev->ips_from : prev;
-        snapshot_retain(b->patch_ips);
+        b->patch_ips = ips;
+        snapshot_retain(ips);
         struct iptrie *copy = iptrie_copy(b->patch_ips->trie);
         if (copy == NULL) {
             snapshot_builder_abort(b);
@@ -405,29 +408,26 @@ struct snapshot_builder *snapshot_builder_delta(struct snapshot *prev, int64_t l
         iptrie_free(s->trie);
         s->trie = copy;
     } else {
-        struct snapshot *owner = prev->ips_from != NULL ? prev->ips_from : prev;
         iptrie_free(s->trie);
-        s->trie = owner->trie;
-        s->ips = owner->ips;
-        s->n_ips = owner->n_ips;
-        snapshot_retain(owner);
-        s->ips_from = owner;
+        s->trie = ips->trie;
+        s->ips = ips->ips;
+        s->n_ips = ips->n_ips;
+        snapshot_retain(ips);
+        s->ips_from = ips;
     }
     if (reread & SNAPSHOT_REREAD_PROVIDERS) {
         s->skips.bad_port_range = s->skips.bad_country_format = 0;
         s->skips.bad_template = s->skips.unresolved_host = 0;
-        const struct snapshot *owner = prev->provs_from != NULL ? prev->provs_from : prev;
-        s->skips.duplicate -= owner->dup_slugs; /* counted afresh */
+        s->skips.duplicate -= provs->dup_slugs; /* counted afresh */
     } else {
-        struct snapshot *owner = prev->provs_from != NULL ? prev->provs_from : prev;
-        s->provs = owner->provs;
-        s->n_provs = owner->n_provs;
-        s->global = owner->global;
-        s->n_global = owner->n_global;
-        s->country = owner->country;
-        s->n_country = owner->n_country;
-        snapshot_retain(owner);
-        s->provs_from = owner;
+        s->provs = provs->provs;
+        s->n_provs = provs->n_provs;
+        s->global = provs->global;
+        s->n_global = provs->n_global;
+        s->country = provs->country;
+        s->n_country = provs->n_country;
+        snapshot_retain(provs);
+        s->provs_from = provs;
     }
     return b;
 }
@@ -538,8 +538,8 @@ static int append_ip(struct snapshot *s, int32_t id, const char *text, size_t le
 static int add_ip(struct snapshot *s, int32_t id, const char *text, size_t len,
                   const struct ip_prefix *p)
 {
-    return append_ip(s, id, text, len) == 0 && iptrie_insert(s->trie, p, (uint32_t)id) == 0 ? 0
-                                                                                            : -1;
+    if (append_ip(s, id, text, len) != 0) return -1;
+    return iptrie_insert(s->trie, p, (uint32_t)id);
 }
 
 int snapshot_builder_ip(struct snapshot_builder *b, const struct snapshot_ip_row *r)

@@ -92,7 +92,8 @@ struct snapshot_loader {
     bool log_ok;            /* seen by the last whole load */
     bool ip_log_ok;         /* gw_ip_changes (005) seen by the last whole whitelist read */
     int64_t cursor;         /* txid_snapshot_xmin of the last read of users */
-    size_t ip_changed;      /* whitelist rows the last delta patched */
+    size_t changed_users;   /* what the last delta applied: users, */
+    size_t changed_ips;     /* ... whitelist rows (patched) */
     int64_t last_whole;     /* monotonic ms when the last whole load ended */
     int64_t last_providers; /* ... the last load that read the providers */
     int64_t last_save;      /* monotonic ms of the last snapshot file write */
@@ -473,14 +474,12 @@ static int add_changed_ips(struct snapshot_builder *b, const PGresult *res)
  * connection broke.
  */
 static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *prev, unsigned *read,
-                                  struct snapshot **out, size_t *changed, char *err, size_t errlen)
+                                  struct snapshot **out, char *err, size_t errlen)
 {
     PGconn *c = l->conn;
     struct snapshot_builder *b = NULL;
     PGresult *ips = NULL;
     *out = NULL;
-    *changed = 0;
-    l->ip_changed = 0;
     bool log_ok, ip_log_ok;
     int64_t cursor;
     if (pg_command(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen) != 0 ||
@@ -538,7 +537,7 @@ static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *pr
     PQclear(res);
     if (n < 0 || pg_command(c, "COMMIT", err, errlen) != 0) goto whole;
     if (*read & READ_IPS) l->ip_log_ok = ip_log_ok;
-    l->ip_changed = patched;
+    l->changed_ips = patched;
     if (b != NULL) {
         *out = snapshot_builder_finish(b, resolve_with_fallback, prev);
         if (*out == NULL) {
@@ -554,7 +553,7 @@ static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *pr
         }
     }
     l->cursor = cursor;
-    *changed = (size_t)n;
+    l->changed_users = (size_t)n;
     return DELTA_OK;
 whole:
     PQclear(ips);
@@ -572,16 +571,15 @@ static struct snapshot *current(struct snapshot_store *st);
 /*
  * Connects when needed and loads what *read says (READ_*); a whole load
  * instead (and *read says so) on a new connection, when the last whole load
- * did not see the change log, or when the delta cannot be had. *changed is the number of
- * users a delta read. Returns the new snapshot; NULL with err "" when a
- * delta of users found nothing changed; NULL with err set on failure (a
- * broken connection is dropped).
+ * did not see the change log, or when the delta cannot be had; a delta
+ * leaves what it applied in l->changed_users and l->changed_ips. Returns the
+ * new snapshot; NULL with err "" when a delta found nothing changed; NULL
+ * with err set on failure (a broken connection is dropped).
  */
-static struct snapshot *attempt(struct snapshot_loader *l, unsigned *read, size_t *changed,
-                                char *err, size_t errlen)
+static struct snapshot *attempt(struct snapshot_loader *l, unsigned *read, char *err, size_t errlen)
 {
     err[0] = '\0';
-    *changed = 0;
+    l->changed_users = l->changed_ips = 0;
     if (l->conn == NULL) {
         *read = READ_WHOLE; /* notifications may have been missed meanwhile */
         if ((l->conn = loader_connect(l, err, errlen)) == NULL) return NULL;
@@ -592,7 +590,7 @@ static struct snapshot *attempt(struct snapshot_loader *l, unsigned *read, size_
     enum delta_result dr = DELTA_WHOLE;
     if (*read != READ_WHOLE && prev != NULL && l->log_ok) {
         char why[512] = "";
-        dr = pg_delta(l, prev, read, &s, changed, why, sizeof(why));
+        dr = pg_delta(l, prev, read, &s, why, sizeof(why));
         if (dr == DELTA_WHOLE) log_info("snapshot: reading every user: %s", why);
         if (dr == DELTA_FAILED) snprintf(err, errlen, "%s", why);
     }
@@ -620,8 +618,8 @@ static void format_time(int64_t ms, char *buf, size_t cap)
 }
 
 /* A load that read a table in full; a delta's also says what it applied. */
-static void log_loaded(const struct snapshot *s, unsigned read, uint32_t ms, uint64_t generation,
-                       size_t changed, size_t ip_changed)
+static void log_loaded(const struct snapshot_loader *l, const struct snapshot *s, unsigned read,
+                       uint64_t generation)
 {
     const struct snapshot_skips *k = snapshot_skipped(s);
     const struct snap_provider *const *pp;
@@ -629,15 +627,16 @@ static void log_loaded(const struct snapshot *s, unsigned read, uint32_t ms, uin
     char applied[96] = "";
     if (read != READ_WHOLE)
         snprintf(applied, sizeof(applied),
-                 "%zu changed users and %zu changed whitelist rows applied; ", changed, ip_changed);
+                 "%zu changed users and %zu changed whitelist rows applied; ", l->changed_users,
+                 l->changed_ips);
     log_info("snapshot: generation %llu from PostgreSQL (%s) in %u ms: %s%zu users, %zu whitelist "
              "prefixes, %zu providers (%zu global); skipped rows: %u bad CIDR, %u bad port range, "
              "%u bad country_format, %u bad template, %u unresolved host, %u bad user, "
              "%u duplicate",
-             (unsigned long long)generation, load_name(read), ms, applied, snapshot_user_count(s),
-             snapshot_ip_count(s), snapshot_provider_count(s), global, k->bad_cidr,
-             k->bad_port_range, k->bad_country_format, k->bad_template, k->unresolved_host,
-             k->bad_user, k->duplicate);
+             (unsigned long long)generation, load_name(read), l->last_load_ms, applied,
+             snapshot_user_count(s), snapshot_ip_count(s), snapshot_provider_count(s), global,
+             k->bad_cidr, k->bad_port_range, k->bad_country_format, k->bad_template,
+             k->unresolved_host, k->bad_user, k->duplicate);
 }
 
 static void save(struct snapshot_loader *l, const struct snapshot *s)
@@ -674,11 +673,11 @@ static void set_failed(struct snapshot_store *st, bool count)
 
 /*
  * After a successful load: s is the new snapshot (NULL: a delta found no
- * change, the current one is confirmed up to date). changed is what attempt
- * said. The file is written after a whole load, and after deltas at most
- * once per refresh interval (a million users take a while to write).
+ * change, the current one is confirmed up to date). The file is written
+ * after a load that read a table in full, and after deltas at most once per
+ * refresh interval (a million users take a while to write).
  */
-static void loaded(struct snapshot_loader *l, struct snapshot *s, unsigned read, size_t changed)
+static void loaded(struct snapshot_loader *l, struct snapshot *s, unsigned read)
 {
     struct snapshot_store *st = l->st;
     pthread_mutex_lock(&st->mu);
@@ -703,10 +702,11 @@ static void loaded(struct snapshot_loader *l, struct snapshot *s, unsigned read,
             log_info("snapshot: generation %llu from PostgreSQL in %u ms: %zu changed users "
                      "and %zu changed whitelist rows applied (%zu user changes since the last "
                      "whole load); %zu users, %zu whitelist prefixes",
-                     (unsigned long long)now.generation, l->last_load_ms, changed, l->ip_changed,
-                     snapshot_delta_size(s), snapshot_user_count(s), snapshot_ip_count(s));
+                     (unsigned long long)now.generation, l->last_load_ms, l->changed_users,
+                     l->changed_ips, snapshot_delta_size(s), snapshot_user_count(s),
+                     snapshot_ip_count(s));
         else
-            log_loaded(s, read, l->last_load_ms, now.generation, changed, l->ip_changed);
+            log_loaded(l, s, read, now.generation);
         l->dirty = true;
     }
     if (l->dirty && (read != 0 || snapshot_mono_ms() - l->last_save >= l->refresh_ms)) {
@@ -797,8 +797,7 @@ static void *loader_main(void *arg)
         if (need_whole || (l->full_ms > 0 && now - l->last_whole >= l->full_ms)) read = READ_WHOLE;
         if (now - l->last_providers >= l->refresh_ms) read |= READ_PROVIDERS;
         pending = 0;
-        size_t changed;
-        struct snapshot *s = attempt(l, &read, &changed, err, sizeof(err));
+        struct snapshot *s = attempt(l, &read, err, sizeof(err));
         now = snapshot_mono_ms();
         if (s != NULL || err[0] == '\0') {
             if (read & READ_PROVIDERS) l->last_providers = now;
@@ -806,7 +805,7 @@ static void *loader_main(void *arg)
                 l->last_whole = now;
                 need_whole = false;
             }
-            loaded(l, s, read, changed);
+            loaded(l, s, read);
             backoff = 0;
             last_end = snapshot_mono_ms();
             gap = l->last_load_ms;
@@ -875,9 +874,8 @@ struct snapshot_store *snapshot_store_start(const struct snapshot_store_config *
     }
 
     char err[1024];
-    size_t changed;
     unsigned read = READ_WHOLE;
-    struct snapshot *s = attempt(l, &read, &changed, err, sizeof(err));
+    struct snapshot *s = attempt(l, &read, err, sizeof(err));
     bool from_disk = false;
     if (s == NULL) {
         log_error("snapshot: cannot load the first snapshot from PostgreSQL: %s", err);
@@ -922,7 +920,7 @@ struct snapshot_store *snapshot_store_start(const struct snapshot_store_config *
         st->status.loads_ok = 1;
         st->status.last_ok_ms = snapshot_loaded_at_ms(s);
         st->status.last_load_ms = l->last_load_ms;
-        log_loaded(s, READ_WHOLE, l->last_load_ms, 1, 0, 0);
+        log_loaded(l, s, READ_WHOLE, 1);
     }
 
     /* The thread takes no signals: they are the main thread's business. */

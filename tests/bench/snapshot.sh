@@ -138,23 +138,25 @@ large_ips=$(probe bench-ips "$IPS" "$SECS")
 hot_users=$(probe bench-users user 10 "$SECS")
 hot_ips=$(probe bench-ips 10 "$SECS")
 
-# a reload on NOTIFY: the old and new snapshots coexist for a moment
-g=$(field generation "$st")
-t0=$(date +%s%3N)
-psql_gw "UPDATE users SET password = 'changed' WHERE username = 'user1'" >/dev/null
-w=$(probe wait-generation $((g + 1)) 60)
-reload_seen_ms=$(($(date +%s%3N) - t0))
-reload_ms=$(field last_load_ms "$(probe status)")
-[[ $w == generation* ]] || reload_seen_ms="not seen ($w)"
-
+# change <sql>: runs it and waits for the next generation; SEEN_MS is commit
+# to visible (psql included), LOAD_MS the load's own duration
+change() {
+    local g t0 w
+    g=$(field generation "$(probe status)")
+    t0=$(date +%s%3N)
+    psql_gw "$1" >/dev/null
+    w=$(probe wait-generation $((g + 1)) 60)
+    SEEN_MS=$(($(date +%s%3N) - t0))
+    LOAD_MS=$(field last_load_ms "$(probe status)")
+    [[ $w == generation* ]] || SEEN_MS="not seen ($w)"
+}
+# a user changed: a delta (the old and new snapshots coexist for a moment)
+change "UPDATE users SET password = 'changed' WHERE username = 'user1'"
+reload_seen_ms=$SEEN_MS reload_ms=$LOAD_MS
 # a whitelist row added: the loader reads that row and patches the whitelist
-g=$(field generation "$(probe status)")
-t0=$(date +%s%3N)
-psql_gw "INSERT INTO authorized_ips (ip) VALUES ('198.51.100.0/24')" >/dev/null
-w=$(probe wait-generation $((g + 1)) 60)
-ip_seen_ms=$(($(date +%s%3N) - t0))
-ip_ms=$(field last_load_ms "$(probe status)")
-[[ $w == generation* ]] || ip_seen_ms="not seen ($w)"
+change "INSERT INTO authorized_ips (ip) VALUES ('198.51.100.0/24')"
+ip_seen_ms=$SEEN_MS ip_ms=$LOAD_MS
+
 # a whole reload (a payload the loader does not know: it reads everything),
 # then the probe's move to it, once the reload is logged as published. The
 # replaced million-user snapshot is freed by the loader thread, not by this
