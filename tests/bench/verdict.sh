@@ -20,10 +20,15 @@
 #              patches its whitelist in memory)
 #   whitelist bulk  10,005 whitelist rows updated in one statement (too many
 #              to list: the agent reads the 100,000 whitelist rows again)
+#   writer alone  the same 10,001-row UPDATE on a copy of users (same
+#           indexes, no triggers: the agent reads nothing): what the statement
+#           itself costs this machine, the control for "all"
+#   whole read  a "too many to list" mark written to gw_user_changes: the
+#           agent reads everything (as after a reconnect or every 20 refresh
+#           intervals) with no writer's cost beside it
 #   all     10,001 users are updated in one statement (too many to list: the
-#           agent reads everything, as after a reconnect or every 20 refresh
-#           intervals); loads are spaced by their own duration, so about half
-#           of the run has a whole load going on
+#           agent reads everything); whole loads are spaced by their own
+#           duration, so about half of these runs has one going on
 # each closed loop (as fast as the agent answers, 128 frames in flight: the
 # latency is mostly queueing), open loop at RATE frames/s (default 50,000,
 # evenly spaced; latency counted from when each frame was due) and open loop
@@ -100,7 +105,8 @@ echo
 echo "== loading 1,000,000 users and 100,000 whitelist entries into PostgreSQL"
 psql_gw "INSERT INTO users (username, password) SELECT 'user' || i, 'pw' || i FROM generate_series(10, 1000000) i" >/dev/null
 psql_gw "INSERT INTO authorized_ips (ip, description) SELECT '10.' || (i >> 16) || '.' || ((i >> 8) & 255) || '.' || (i & 255), 'bench' FROM generate_series(0, 99999) i" >/dev/null
-psql_gw "ANALYZE" >/dev/null
+psql_gw "CREATE TABLE bench_users_copy (LIKE users INCLUDING ALL);
+         INSERT INTO bench_users_copy SELECT * FROM users; ANALYZE" >/dev/null
 echo "users: $(psql_gw 'SELECT count(*) FROM users'), whitelist rows: $(psql_gw 'SELECT count(*) FROM authorized_ips')"
 
 agent_up bignored --traffic-logging false
@@ -131,7 +137,7 @@ changing() {
 # vacuum of them would land in a later run; so they are vacuumed here first).
 quiet() {
     local last=-1 now state calm=0
-    psql_gw "VACUUM users, authorized_ips" # so that autovacuum finds nothing to do later
+    psql_gw "VACUUM users, authorized_ips, bench_users_copy" # so that autovacuum finds nothing to do later
     for _ in $(seq 1 180); do
         now=$(grep -c 'generation' "$GW_TMP/bigred.log")
         state=$(psql_gw "SELECT string_agg(state, ',') FROM pg_stat_activity
@@ -152,6 +158,8 @@ USER_SQL="UPDATE users SET is_active = true WHERE username = 'user1'"
 IP_SQL="UPDATE authorized_ips SET is_active = true WHERE ip = '10.0.0.1'"
 IP_BULK_SQL="UPDATE authorized_ips SET is_active = true WHERE id <= 10005"
 BULK_SQL="UPDATE users SET is_active = true WHERE id <= 10001"
+WRITER_SQL="UPDATE bench_users_copy SET is_active = true WHERE id <= 10001"
+WHOLE_SQL="INSERT INTO gw_user_changes (username) VALUES (NULL); NOTIFY gw_snapshot, 'users'"
 PROV_SQL="UPDATE proxies SET name = 'demo-de ' || clock_timestamp() WHERE slug = 'demo-de'"
 # kind <pattern>: "count mean_ms" of the loads logged with "<pattern> in N ms" since the mark
 mark=$(wc -l <"$GW_TMP/bigred.log")
@@ -182,6 +190,14 @@ for mode in closed open light; do
     quiet
     changing "$IP_BULK_SQL" $((SECS * 2))
     run "whitelist bulk: 10,005 rows every 1 s, $label" $((SECS * 2)) "${args[@]}"
+    wait "$CHANGER"
+    quiet
+    changing "$WRITER_SQL" $((SECS * 2))
+    run "writer alone: 10,001 rows of a copy, $label" $((SECS * 2)) "${args[@]}"
+    wait "$CHANGER"
+    quiet
+    changing "$WHOLE_SQL" $((SECS * 2))
+    run "whole read, no writer: every 1 s, $label" $((SECS * 2)) "${args[@]}"
     wait "$CHANGER"
     quiet
     changing "$BULK_SQL" $((SECS * 2))
