@@ -39,6 +39,7 @@
 
 #define REDIS_RETRY_S 1.0
 #define QUEUE_POLL_S  2.0
+#define SNAP_TICK_S   1.0 /* an idle worker lets go of a replaced snapshot this soon */
 
 struct gw_global {
     struct gw_config *cfg;
@@ -73,6 +74,7 @@ struct gw_thread {
     bool stopping;
     ev_timer redis_retry;
     ev_timer queue_poll; /* only on the poller thread */
+    ev_timer snap_tick;  /* moves ref to the current snapshot while no request does */
     bool poller;
     struct gw_wait *waits;
 };
@@ -345,6 +347,17 @@ static void queue_poll_cb(struct ev_loop *loop, ev_timer *timer, int revents)
         atomic_store(&t->g->stats->queue_length, -1);
 }
 
+/* A worker holds the snapshot of its last request: without this, one that
+ * gets no requests would keep a replaced (million-user) snapshot mapped
+ * until its next one, and the loader polling to free it. */
+static void snap_tick_cb(struct ev_loop *loop, ev_timer *timer, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct gw_thread *t = timer->data;
+    snapshot_store_current(t->g->cfg->store, &t->ref);
+}
+
 /* --- hash checks ----------------------------------------------------------------------- */
 
 static void hash_checked(void *arg, bool ok);
@@ -509,6 +522,10 @@ static void *gw_thread_init(struct ev_loop *loop, void *global)
     }
     ev_timer_init(&t->redis_retry, redis_retry_cb, REDIS_RETRY_S, 0.);
     t->redis_retry.data = t;
+    ev_timer_init(&t->snap_tick, snap_tick_cb, SNAP_TICK_S, SNAP_TICK_S);
+    t->snap_tick.data = t;
+    ev_timer_start(loop, &t->snap_tick);
+    ev_unref(loop); /* housekeeping does not keep the loop alive */
     if (t->g->cfg->balance_checks) {
         redis_connect(t);
         bool expected = false;
@@ -531,6 +548,8 @@ static void gw_thread_fini(void *tctx)
         ev_ref(t->loop);
         ev_timer_stop(t->loop, &t->queue_poll);
     }
+    ev_ref(t->loop);
+    ev_timer_stop(t->loop, &t->snap_tick);
     ev_timer_stop(t->loop, &t->redis_retry);
     crypt_inbox_free(t->inbox); /* runs the last hash callbacks */
     /* Answer what still waits (its connection is gone anyway), then let

@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "handler_gw.h"
+#include "snapshot.h"
 #include "spoa.h"
 
 /* --- fake handler ------------------------------------------------------------------ */
@@ -110,11 +112,12 @@ static pthread_t server_thread;
 static int server_rc;
 static struct spoa_config cfg;
 static struct spoa_handler handler = {"fake", fake_init, fake_fini, fake_notify, NULL};
+static struct spoa_handler *serving = &handler; /* the handler server_start runs */
 
 static void *server_main(void *arg)
 {
     (void)arg;
-    server_rc = spoa_server_run(&cfg, &handler, &stats);
+    server_rc = spoa_server_run(&cfg, serving, &stats);
     return NULL;
 }
 
@@ -541,6 +544,49 @@ START_TEST(many_pipelined_frames_all_answered)
 }
 END_TEST
 
+/* The gateway handler: a worker that answered a request and then gets no
+ * more still lets go of the snapshot it used once a new one is published,
+ * so the store can free it (a replaced million-user snapshot is 100+ MB). */
+START_TEST(idle_gateway_worker_lets_go_of_a_replaced_snapshot)
+{
+    struct snapshot_rows rows = {.loaded_at_ms = 1700000000000};
+    struct snapshot_store *store = snapshot_store_new_static(snapshot_build(&rows, NULL, NULL));
+    ck_assert_ptr_nonnull(store);
+    struct gw_config gcfg = {.store = store, .balance_checks = false};
+    static struct gw_stats gstats;
+    struct spoa_handler gw;
+    handler_gw_init(&gw, &gcfg, &gstats);
+    serving = &gw;
+    uint16_t port = server_start(1000);
+    struct spop_hello caps;
+    uint32_t mfs;
+    int fd = client_connect(port);
+    do_hello(fd, 16380, false, &caps, &mfs);
+    uint8_t buf[512];
+    struct spop_writer w;
+    spop_writer_init(&w, buf, sizeof(buf));
+    size_t start = spop_frame_begin(&w, SPOP_FRAME_NOTIFY, SPOP_FLAG_FIN, 1, 1);
+    spop_notify_put_msg(&w, "gw-health", 0);
+    ck_assert(spop_frame_end(&w, start, 16380));
+    send_all(fd, buf, w.len);
+    struct spop_frame f;
+    ck_assert_uint_gt(read_frame(fd, buf, sizeof(buf), &f), 0);
+    ck_assert_uint_eq(f.type, SPOP_FRAME_ACK); /* the worker holds the first snapshot now */
+
+    snapshot_store_publish(store, snapshot_build(&rows, NULL, NULL));
+    size_t held = 1;
+    for (int i = 0; i < 300 && held > 0; i++) { /* the worker's tick is 1 s */
+        usleep(10 * 1000);
+        held = snapshot_store_reap(store);
+    }
+    ck_assert_uint_eq(held, 0);
+    close(fd);
+    server_stop();
+    serving = &handler;
+    snapshot_store_stop(store);
+}
+END_TEST
+
 Suite *spoa_suite(void)
 {
     Suite *s = suite_create("spoa");
@@ -558,6 +604,7 @@ Suite *spoa_suite(void)
     tcase_add_test(tc, reset_leaves_other_connections_alone);
     tcase_add_test(tc, shutdown_answers_in_flight_then_disconnects);
     tcase_add_test(tc, many_pipelined_frames_all_answered);
+    tcase_add_test(tc, idle_gateway_worker_lets_go_of_a_replaced_snapshot);
     suite_add_tcase(s, tc);
     return s;
 }
