@@ -575,7 +575,7 @@ START_TEST(idle_gateway_worker_lets_go_of_a_replaced_snapshot)
 
     snapshot_store_publish(store, snapshot_build(&rows, NULL, NULL));
     size_t held = 1;
-    for (int i = 0; i < 300 && held > 0; i++) { /* the worker's tick is 1 s */
+    for (int i = 0; i < 500 && held > 0; i++) { /* the workers tick every second */
         usleep(10 * 1000);
         held = snapshot_store_reap(store);
     }
