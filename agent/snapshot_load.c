@@ -65,10 +65,10 @@
 #include "pg.h"
 
 /* Rows per FETCH from a cursor. PostgreSQL sends a FETCH's rows in one
- * burst; 50,000 rows at a time (3 MB) raised the verdicts' p99 during a
- * whole read from 0.6 ms to 5-20 ms on a 2-core machine at 10,000 frames/s,
- * 1,000 to 1.5-2.9 ms (tests/bench/verdict.sh, "whole read, no writer"),
- * for about 1,000 round trips more per million rows (50 ms). */
+ * burst: 50,000 rows at a time (megabytes) put the verdicts' p99 during a whole
+ * read at 5-7 ms on a 2-core machine at 10,000 frames/s, 1,000 at 1.8-2.1 ms
+ * (paired runs: tests/bench/results/README.md), for about 1,000 round trips
+ * more per million rows (50 ms). */
 #define FETCH_ROWS          1000
 #define DELTA_MAX_ROWS      10000 /* changed users read as a delta; more: a whole load */
 #define DELTA_MAX_SIZE      50000 /* changes a delta may carry; more: a whole load */
