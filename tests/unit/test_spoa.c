@@ -1,6 +1,7 @@
 /*
  * SPOA server tests: the real server on a loopback port, driven by a blocking
- * test client, with a fake handler that can answer late and out of order.
+ * test client, with a fake handler that can answer late and out of order
+ * (and, for one test, the gateway handler over a static snapshot store).
  * No HAProxy involved: these pin the connection layer's behaviour frame by
  * frame (handshake, pipelining, errors, shutdown).
  */
