@@ -149,18 +149,21 @@ quiet() {
         sleep 1
     done
 }
-loads() { grep -c "$1" "$GW_TMP/bigred.log" || true; }
 
 echo
 echo "== p99 while the snapshot changes every second, 1M users, + Redis"
 echo "   (no change: the same psql session running SELECT 1, the control for the rows below it)"
-USER_SQL="UPDATE users SET is_active = true WHERE username = 'user1'"
-IP_SQL="UPDATE authorized_ips SET is_active = true WHERE ip = '10.0.0.1'"
-IP_BULK_SQL="UPDATE authorized_ips SET is_active = true WHERE id <= 10005"
-BULK_SQL="UPDATE users SET is_active = true WHERE id <= 10001"
-WRITER_SQL="UPDATE bench_users_copy SET is_active = true WHERE id <= 10001"
-WHOLE_SQL="INSERT INTO gw_user_changes (username) VALUES (NULL); NOTIFY gw_snapshot, 'users'"
-PROV_SQL="UPDATE proxies SET name = 'demo-de ' || clock_timestamp() WHERE slug = 'demo-de'"
+# "label|sql": each change run, in order; the first is the control
+CHANGES=(
+    "no change (SELECT 1 every 1 s)|SELECT 1"
+    "users: a user updated every 1 s|UPDATE users SET is_active = true WHERE username = 'user1'"
+    "providers: a provider row every 1 s|UPDATE proxies SET name = 'demo-de ' || clock_timestamp() WHERE slug = 'demo-de'"
+    "whitelist: a whitelist row every 1 s|UPDATE authorized_ips SET is_active = true WHERE ip = '10.0.0.1'"
+    "whitelist bulk: 10,005 rows every 1 s|UPDATE authorized_ips SET is_active = true WHERE id <= 10005"
+    "writer alone: 10,001 rows of a copy|UPDATE bench_users_copy SET is_active = true WHERE id <= 10001"
+    "whole read, no writer: every 1 s|INSERT INTO gw_user_changes (username) VALUES (NULL); NOTIFY gw_snapshot, 'users'"
+    "all: 10,001 users every 1 s|UPDATE users SET is_active = true WHERE id <= 10001"
+)
 # kind <pattern>: "count mean_ms" of the loads logged with "<pattern> in N ms" since the mark
 mark=$(wc -l <"$GW_TMP/bigred.log")
 kind() {
@@ -173,37 +176,12 @@ for mode in closed open light; do
     label=closed
     [ "$mode" = open ] && args=(--rate "$RATE") && label="${RATE}/s"
     [ "$mode" = light ] && args=(--rate "$LIGHT") && label="${LIGHT}/s"
-    changing "SELECT 1" $((SECS * 2))
-    run "no change (SELECT 1 every 1 s), $label" $((SECS * 2)) "${args[@]}"
-    wait "$CHANGER"
-    changing "$USER_SQL" $((SECS * 2))
-    run "users: a user updated every 1 s, $label" $((SECS * 2)) "${args[@]}"
-    wait "$CHANGER"
-    quiet
-    changing "$PROV_SQL" $((SECS * 2))
-    run "providers: a provider row every 1 s, $label" $((SECS * 2)) "${args[@]}"
-    wait "$CHANGER"
-    quiet
-    changing "$IP_SQL" $((SECS * 2))
-    run "whitelist: a whitelist row every 1 s, $label" $((SECS * 2)) "${args[@]}"
-    wait "$CHANGER"
-    quiet
-    changing "$IP_BULK_SQL" $((SECS * 2))
-    run "whitelist bulk: 10,005 rows every 1 s, $label" $((SECS * 2)) "${args[@]}"
-    wait "$CHANGER"
-    quiet
-    changing "$WRITER_SQL" $((SECS * 2))
-    run "writer alone: 10,001 rows of a copy, $label" $((SECS * 2)) "${args[@]}"
-    wait "$CHANGER"
-    quiet
-    changing "$WHOLE_SQL" $((SECS * 2))
-    run "whole read, no writer: every 1 s, $label" $((SECS * 2)) "${args[@]}"
-    wait "$CHANGER"
-    quiet
-    changing "$BULK_SQL" $((SECS * 2))
-    run "all: 10,001 users every 1 s, $label" $((SECS * 2)) "${args[@]}"
-    wait "$CHANGER"
-    quiet
+    for change in "${CHANGES[@]}"; do
+        changing "${change#*|}" $((SECS * 2))
+        run "${change%%|*}, $label" $((SECS * 2)) "${args[@]}"
+        wait "$CHANGER"
+        quiet
+    done
 done
 # deltas: "PostgreSQL in N ms: U changed users and W changed whitelist rows applied"
 deltas() { # <awk condition on u and w>: "count mean_ms"
