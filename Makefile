@@ -40,6 +40,7 @@ AGENT_HDR   := $(wildcard agent/*.h)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 TOOLS       := tests/tools/spop-client tests/tools/spop-echo tests/tools/upstream \
+               tests/tools/live-script \
                tests/tools/origin
 FUZZ_SECONDS ?= 60
 

@@ -46,7 +46,10 @@
 #include "billing_replay.h"
 #include "dedup.h"
 #include "ev_timer_once.h"
+#include "live.h"
+#include "live_lua.h"
 #include "log.h"
+#include "meter.h"
 #include "spoa.h"
 #include "spool.h"
 
@@ -104,6 +107,7 @@ struct billing {
     size_t *lens;
     char json[JSON_MAX];
     char decoded[BILLING_LINE_MAX];
+    struct meter *meter; /* live balance: NULL when off */
 };
 
 static void redis_connect(struct billing *b);
@@ -172,6 +176,9 @@ static void take_record(struct billing *b, const char *rec, size_t len, bool rep
         STAT(b, duplicates);
         return;
     }
+    uint64_t pid, id;
+    if (b->cfg.live && r.stream.ptr && live_sid_parse(r.stream.ptr, r.stream.len, &pid, &id))
+        r.cut_reason = live_cut_name(live_finish(b->cfg.live, pid, id));
     size_t n = billing_record_json(&r, b->json, sizeof(b->json));
     if (n == 0 || spool_append(b->sp, b->json, n) != 0) {
         /* Room was checked before this record (conn_frames), so only a disk
@@ -288,7 +295,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 static void replay_line(void *arg, const char *line, size_t len)
 {
     struct billing *b = arg;
-    if (len < 4 || memcmp(line, "gw", 2) != 0 || line[3] != ' ') { /* gw1, gw2 */
+    if (len < 4 || memcmp(line, "gw", 2) != 0 || line[3] != ' ') { /* gw1, gw2, gw3 */
         /* HAProxy's own lines in the ring, e.g. "12 events dropped" when it
          * was full: records HAProxy could not keep, worth saying loudly */
         if (b->replay_other++ < 5)
@@ -368,8 +375,13 @@ static void push_cb(redisAsyncContext *ac, void *reply, void *privdata)
     struct billing *b = privdata;
     redisReply *r = reply;
     b->in_flight = false;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
         r->element[0]->type == REDIS_REPLY_INTEGER) {
+        if (r->elements == 3 && r->element[2]->type == REDIS_REPLY_INTEGER &&
+            r->element[2]->integer > 0)
+            log_error("billing: %lld record(s) pushed without a live count (not understood by "
+                      "Redis's cjson)",
+                      r->element[2]->integer);
         uint64_t n = spool_taken(b->sp);
         atomic_fetch_add_explicit(&b->stats->pushed, n, memory_order_relaxed);
         spool_commit(b->sp);
@@ -407,15 +419,39 @@ static void push_delay_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void push(struct billing *b)
 {
     if (!b->redis_ready || b->in_flight) return;
-    size_t n = spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs + 2, b->lens + 2);
+    /* the records go after 7 leading arguments: EVAL's, or RPUSH's two at 5 */
+    size_t n = spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs + 7, b->lens + 7);
     if (n == 0) return;
-    b->recs[0] = "RPUSH";
-    b->lens[0] = 5;
-    b->recs[1] = "traffic:logs";
-    b->lens[1] = 12;
     unsigned long long seq = spool_sequence(b->sp) + n;
+    if (b->cfg.live) { /* the same transaction as one script, with the live counts */
+        char seqs[24], ttl[24];
+        b->recs[0] = "EVAL";
+        b->recs[1] = live_lua_push;
+        b->recs[2] = "2";
+        b->recs[3] = "traffic:logs";
+        b->recs[4] = b->pushed_key;
+        b->recs[5] = seqs;
+        b->recs[6] = ttl;
+        for (int i = 0; i < 7; i++)
+            b->lens[i] = strlen(b->recs[i]);
+        snprintf(seqs, sizeof(seqs), "%llu", seq);
+        snprintf(ttl, sizeof(ttl), "%d", PUSHED_TTL_S);
+        b->lens[5] = strlen(seqs);
+        b->lens[6] = strlen(ttl);
+        if (redisAsyncCommandArgv(b->redis, push_cb, b, (int)n + 7, b->recs, b->lens) != REDIS_OK) {
+            spool_rewind(b->sp);
+            return;
+        }
+        b->in_flight = true;
+        return;
+    }
+    b->recs[5] = "RPUSH";
+    b->lens[5] = 5;
+    b->recs[6] = "traffic:logs";
+    b->lens[6] = 12;
     if (redisAsyncCommand(b->redis, NULL, NULL, "MULTI") != REDIS_OK ||
-        redisAsyncCommandArgv(b->redis, NULL, NULL, (int)n + 2, b->recs, b->lens) != REDIS_OK ||
+        redisAsyncCommandArgv(b->redis, NULL, NULL, (int)n + 2, b->recs + 5, b->lens + 5) !=
+            REDIS_OK ||
         redisAsyncCommand(b->redis, NULL, NULL, "SET %s %llu EX %d", b->pushed_key, seq,
                           PUSHED_TTL_S) != REDIS_OK ||
         redisAsyncCommand(b->redis, push_cb, b, "EXEC") != REDIS_OK) {
@@ -541,15 +577,34 @@ static void stop_cb(struct ev_loop *loop, ev_async *a, int revents)
     replay_cancel(b->replay);
     b->replay = NULL;
     ev_timer_stop(loop, &b->replay_retry);
+    meter_stop(b->meter);
+    b->meter = NULL;
     while (b->conns)
         conn_close(b->conns);
     ev_break(loop, EVBREAK_ALL);
+}
+
+/* The meter's progress goes out on the push connection (meter.h). */
+static bool meter_send(void *arg, int argc, const char **argv, const size_t *argvlen)
+{
+    struct billing *b = arg;
+    return b->redis_ready &&
+           redisAsyncCommandArgv(b->redis, NULL, NULL, argc, argv, argvlen) == REDIS_OK;
 }
 
 static void *billing_main(void *arg)
 {
     struct billing *b = arg;
     redis_connect(b);
+    if (b->cfg.live) {
+        struct meter_config mc = {.haproxy_cli = b->cfg.haproxy_cli,
+                                  .interval_ms = b->cfg.live_interval_ms,
+                                  .redis_host = b->cfg.redis_host,
+                                  .redis_port = b->cfg.redis_port,
+                                  .redis_password = b->cfg.redis_password,
+                                  .redis_db = b->cfg.redis_db};
+        b->meter = meter_start(b->loop, &mc, b->cfg.live, b->cfg.meter_stats, meter_send, b);
+    }
     ev_run(b->loop, 0);
     if (b->redis) redisAsyncFree(b->redis);
     return NULL;
@@ -586,8 +641,8 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
     b->stats = stats;
     b->lfd = -1;
     b->take_buf = malloc(TAKE_BUF);
-    b->recs = calloc(cfg->batch + 2, sizeof(*b->recs));
-    b->lens = calloc(cfg->batch + 2, sizeof(*b->lens));
+    b->recs = calloc(cfg->batch + 7, sizeof(*b->recs));
+    b->lens = calloc(cfg->batch + 7, sizeof(*b->lens));
     if (!b->take_buf || !b->recs || !b->lens) {
         log_error("billing: out of memory");
         goto fail;

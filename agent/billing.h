@@ -13,6 +13,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "live.h"
+#include "meter.h"
+
 struct billing_config {
     const char *listen;       /* host:port HAProxy's ring connects to */
     const char *spool_path;   /* the spool file */
@@ -21,10 +24,13 @@ struct billing_config {
     int redis_port;
     const char *redis_password;
     unsigned redis_db;
-    unsigned batch;          /* records per RPUSH */
-    const char *haproxy_cli; /* "" or NULL: no reading back (billing_replay.h) */
-    const char *ring;        /* the ring's name, for "show events" */
-    uint64_t dedup_records;  /* the dedup window (dedup.h), kept at <spool_path>.ids */
+    unsigned batch;                  /* records per RPUSH */
+    const char *haproxy_cli;         /* "" or NULL: no reading back (billing_replay.h) */
+    const char *ring;                /* the ring's name, for "show events" */
+    uint64_t dedup_records;          /* the dedup window (dedup.h), kept at <spool_path>.ids */
+    struct live *live;               /* live balance (live.h): NULL when off; needs haproxy_cli */
+    unsigned live_interval_ms;       /* between the meter's dumps */
+    struct meter_stats *meter_stats; /* with live */
 };
 
 struct billing_stats {

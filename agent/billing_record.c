@@ -114,10 +114,18 @@ enum {
     F_GW1_COUNT, /* gw1 ends here */
     F_REQ_HEADERS = F_GW1_COUNT,
     F_RES_HEADERS,
+    F_GW2_COUNT, /* gw2 ends here */
+    F_STREAM = F_GW2_COUNT,
+    F_TERMINATION,
     F_COUNT,
-    /* tag, id, "-", then status .. response header count */
-    NOT_FORWARDED_FIELDS = 3 + F_COUNT - F_STATUS
 };
+
+/* Fields of a record the gateway did not forward: tag, id, "-", then status
+ * to the end. */
+static size_t not_forwarded_fields(size_t count)
+{
+    return 3 + count - F_STATUS;
+}
 
 static const char *const field_names[F_COUNT] = {"tag",
                                                  "request id",
@@ -135,7 +143,9 @@ static const char *const field_names[F_COUNT] = {"tag",
                                                  "client ip",
                                                  "timestamp",
                                                  "request header count",
-                                                 "response header count"};
+                                                 "response header count",
+                                                 "stream",
+                                                 "termination state"};
 
 /* HAProxy counts a message head as it holds it (HTX): the start line's three
  * parts plus 20 bytes, each header's name and value, 1 byte for the end of
@@ -182,15 +192,20 @@ int billing_record_parse(const char *line, size_t len, struct billing_record *r,
             return -1;
         }
     }
-    bool gw2 = n > 0 && flen[F_TAG] == 3 && memcmp(f[F_TAG], "gw2", 3) == 0;
-    if (!gw2 && (n == 0 || flen[F_TAG] != 3 || memcmp(f[F_TAG], "gw1", 3) != 0)) {
-        *err = "not a gw1 or gw2 record";
+    int version = n > 0 && flen[F_TAG] == 3 && memcmp(f[F_TAG], "gw", 2) == 0 &&
+                          f[F_TAG][2] >= '1' && f[F_TAG][2] <= '3'
+                      ? f[F_TAG][2] - '0'
+                      : 0;
+    if (version == 0) {
+        *err = "not a gw1, gw2 or gw3 record";
         return -1;
     }
-    /* gw2 of a request the gateway did not forward: "-" for the verdict's
-     * fields (haproxy/gateway.cfg sets them only when forwarding), then the
-     * last seven fields; nothing to bill */
-    if (gw2 && n == NOT_FORWARDED_FIELDS && flen[F_VERDICT] == 1 && f[F_VERDICT][0] == '-') {
+    bool gw2 = version >= 2;
+    size_t count = version == 1 ? F_GW1_COUNT : version == 2 ? F_GW2_COUNT : F_COUNT;
+    /* gw2/gw3 of a request the gateway did not forward: "-" for the
+     * verdict's fields (haproxy/gateway.cfg sets them only when forwarding),
+     * then the fields from status on; nothing to bill */
+    if (gw2 && n == not_forwarded_fields(count) && flen[F_VERDICT] == 1 && f[F_VERDICT][0] == '-') {
         if (!plain_token(f[F_ID], flen[F_ID], &r->request_id)) {
             *err = field_names[F_ID];
             return -1;
@@ -201,8 +216,8 @@ int billing_record_parse(const char *line, size_t len, struct billing_record *r,
         }
         return 0;
     }
-    if (n != (gw2 ? F_COUNT : F_GW1_COUNT)) {
-        *err = n < (gw2 ? F_COUNT : F_GW1_COUNT) ? "too few fields" : "too many fields";
+    if (n != count) {
+        *err = n < count ? "too few fields" : "too many fields";
         return -1;
     }
 
@@ -241,6 +256,12 @@ int billing_record_parse(const char *line, size_t len, struct billing_record *r,
             bad = F_REQ_HEADERS;
         else if (!parse_int(f[F_RES_HEADERS], flen[F_RES_HEADERS], &res_headers) || res_headers < 0)
             bad = F_RES_HEADERS;
+    }
+    if (bad < 0 && version >= 3) {
+        if (!plain_token(f[F_STREAM], flen[F_STREAM], &r->stream))
+            bad = F_STREAM;
+        else if (!plain_token(f[F_TERMINATION], flen[F_TERMINATION], &r->termination))
+            bad = F_TERMINATION;
     }
     if (bad >= 0) {
         *err = field_names[bad];
@@ -381,6 +402,10 @@ size_t billing_record_json(const struct billing_record *r, char *out, size_t cap
     put_int(&o, r->timestamp_ms);
     put_cstr(&o, ",\"request_id\":");
     put_json_str(&o, r->request_id);
+    if (r->cut_reason) {
+        put_cstr(&o, ",\"cut_reason\":");
+        put_json_str(&o, (struct billing_str){r->cut_reason, strlen(r->cut_reason)});
+    }
     put(&o, "}", 1);
     return o.full ? 0 : (size_t)(o.p - out);
 }

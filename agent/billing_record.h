@@ -3,16 +3,21 @@
  * (haproxy/gateway.cfg, log-format), and the reference's JSON object the
  * agent pushes to the Redis list traffic:logs.
  *
- * The line is "gw2" followed by space-separated fields; every string field is
+ * The line is "gw3" followed by space-separated fields; every string field is
  * base64 (so no byte of it can break the parsing) or "-" when absent:
  *
- *   gw2 <request-id> <verdict> <user> <slug> <country> <session> <duration>
+ *   gw3 <request-id> <verdict> <user> <slug> <country> <session> <duration>
  *       <method> <target> <status> <bytes-in> <bytes-out> <client-ip> <ts-ms>
- *       <request-header-lines> <response-header-lines>
+ *       <request-header-lines> <response-header-lines> <stream> <termination>
  *
+ * stream is "<HAProxy pid>.<stream counter>" (%pid.%rt), by which the live
+ * registry (live.h) knows the stream; termination is HAProxy's %tsc (four
+ * characters: "----" for a normal end, "K..." for a stream shut down from
+ * the CLI, as the live meter does when a balance runs out).
  * A request the gateway did not forward (refused, or no verdict) has a
  * single "-" in place of <verdict> .. <target>: it is never billed.
- * ("gw1", from configurations before the header counts, lacks the last two.)
+ * ("gw2", from configurations before this one, lacks the last two fields;
+ * "gw1", from those before the header counts, the last four.)
  * verdict is the agent's txn.gw.status (only 200 is billed). bytes-in is
  * HAProxy's %U, bytes-out its %B: the bytes received from the client and
  * from the upstream, where HAProxy counts a message head as it holds it
@@ -49,6 +54,9 @@ struct billing_record {
     uint64_t bytes_in;  /* request_bytes */
     uint64_t bytes_out; /* response_bytes */
     int64_t timestamp_ms;
+    struct billing_str stream;      /* gw3: "<pid>.<rt>", else absent */
+    struct billing_str termination; /* gw3: HAProxy's %tsc */
+    const char *cut_reason; /* set by the caller: JSON "cut_reason" when the gateway cut it */
 };
 
 /* Parses one line; decoded strings go to buf (cap >= len is always enough).
@@ -59,7 +67,8 @@ int billing_record_parse(const char *line, size_t len, struct billing_record *r,
 /* True when the record is billable: the agent allowed it (verdict 200). */
 bool billing_record_billable(const struct billing_record *r);
 
-/* Writes the reference's JSON object (plus request_id) into out. Any byte in
+/* Writes the reference's JSON object (plus request_id, and cut_reason when
+ * the gateway cut the stream: "balance") into out. Any byte in
  * any string yields valid JSON: control characters and bytes that are not
  * UTF-8 are escaped as \u00XX. Returns the length, 0 if cap is too small
  * (6 * BILLING_LINE_MAX + 512 always suffices). */

@@ -24,7 +24,7 @@ struct replay {
     int fd;
     ev_io io;
     ev_timer timer;
-    char cmd[256];
+    char *cmd; /* with its newline */
     size_t cmd_len;
     bool skipping; /* inside a line longer than BILLING_LINE_MAX */
     struct replay_report report;
@@ -104,7 +104,7 @@ static void connected_cb(struct ev_loop *loop, ev_io *io, int revents)
         finish(r, strerror(err));
         return;
     }
-    /* the command is a few bytes: the socket buffer takes it in one write */
+    /* a command is at most a few KiB: the socket buffer takes it in one write */
     if (write(r->fd, r->cmd, r->cmd_len) != (ssize_t)r->cmd_len) {
         finish(r, "could not send the command");
         return;
@@ -168,17 +168,31 @@ struct replay *replay_start(struct ev_loop *loop, const char *cli, const char *r
                             double timeout_s, replay_line_fn on_line, replay_done_fn on_done,
                             void *arg)
 {
-    struct replay *r = calloc(1, sizeof(*r));
-    if (!r) return NULL;
-    int n = snprintf(r->cmd, sizeof(r->cmd), "show events %s\n", ring);
-    if (n <= 0 || (size_t)n >= sizeof(r->cmd)) {
+    char cmd[256];
+    int n = snprintf(cmd, sizeof(cmd), "show events %s", ring);
+    if (n <= 0 || (size_t)n >= sizeof(cmd)) {
         log_error("billing: ring name too long: %s", ring);
+        return NULL;
+    }
+    return cli_run(loop, cli, cmd, timeout_s, on_line, on_done, arg);
+}
+
+struct replay *cli_run(struct ev_loop *loop, const char *cli, const char *cmd, double timeout_s,
+                       replay_line_fn on_line, replay_done_fn on_done, void *arg)
+{
+    struct replay *r = calloc(1, sizeof(*r));
+    size_t len = strlen(cmd);
+    if (!r || len == 0 || len > CLI_CMD_MAX || !(r->cmd = malloc(len + 1))) {
+        if (r && len > CLI_CMD_MAX) log_error("HAProxy CLI command too long (%zu bytes)", len);
         free(r);
         return NULL;
     }
-    r->cmd_len = (size_t)n;
+    memcpy(r->cmd, cmd, len);
+    r->cmd[len] = '\n';
+    r->cmd_len = len + 1;
     r->fd = cli_connect(cli);
     if (r->fd < 0) {
+        free(r->cmd);
         free(r);
         return NULL;
     }
@@ -200,5 +214,6 @@ void replay_cancel(struct replay *r)
     ev_io_stop(r->loop, &r->io);
     ev_timer_stop(r->loop, &r->timer);
     close(r->fd);
+    free(r->cmd);
     free(r);
 }

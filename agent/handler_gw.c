@@ -34,6 +34,8 @@
 
 #include "ev_timer_once.h"
 #include "handler_gw.h"
+#include "live.h"
+#include "live_lua.h"
 #include "log.h"
 #include "policy.h"
 
@@ -49,6 +51,15 @@ struct gw_global {
 
 struct gw_thread;
 
+/* Which HAProxy stream a request is (sid=<pid>.<rt>) and its request id
+ * (rid=unique-id): what the live registry needs once the request is allowed. */
+struct stream_key {
+    bool ok;
+    uint8_t rid_len;
+    uint64_t pid, id;
+    char rid[LIVE_RID_MAX];
+};
+
 /* A request waiting for something: a hash check or a balance reply. */
 struct gw_wait {
     struct gw_thread *t;
@@ -61,6 +72,7 @@ struct gw_wait {
     struct policy_request rq;
     char auth_copy[POLICY_AUTH_MAX];
     struct policy_verdict v;
+    struct stream_key key;
 };
 
 struct gw_thread {
@@ -113,8 +125,21 @@ static void set_int(struct spoa_req *req, const char *name, int64_t value)
     spoa_req_set_var(req, SPOP_SCOPE_TXN, name, &d);
 }
 
-static void answer(struct gw_thread *t, struct spoa_req *req, const struct policy_verdict *v)
+static int64_t mono_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void answer(struct gw_thread *t, struct spoa_req *req, const struct policy_verdict *v,
+                   const struct stream_key *k)
+{
+    struct live *live = t->g->cfg->live;
+    if (v->status == 200 && live && k && k->ok &&
+        live_register(live, k->pid, k->id, k->rid, k->rid_len, v->user, strlen(v->user),
+                      mono_ms()) != 0)
+        STAT_ADD(t, live_unregistered);
     atomic_fetch_add_explicit(&t->g->stats->verdicts[status_slot(v->status)], 1,
                               memory_order_relaxed);
     set_int(req, "status", v->status);
@@ -180,22 +205,47 @@ static bool parse_i64(const char *s, size_t len, int64_t *out)
     return true;
 }
 
+static bool reply_i64(const redisReply *r, int64_t *out)
+{
+    if (r->type == REDIS_REPLY_STRING) return parse_i64(r->str, r->len, out);
+    if (r->type == REDIS_REPLY_INTEGER) {
+        *out = r->integer;
+        return true;
+    }
+    return false;
+}
+
 /* Applies a balance reply to the verdict: <= 0 means 402, anything else
- * (including no answer) leaves it as decided. */
+ * (including no answer) leaves it as decided. The reply is GET's (the
+ * settled balance) or, with live accounting, MGET's: the settled balance and
+ * the bytes not yet settled (live.h), whose difference is what is left. */
 static void apply_balance(struct gw_thread *t, struct policy_verdict *v, const redisReply *r)
 {
     if (!r || r->type == REDIS_REPLY_ERROR) {
         STAT_ADD(t, balance_unreachable);
         return;
     }
+    int64_t unsettled = 0;
+    if (r->type == REDIS_REPLY_ARRAY) {
+        if (r->elements != 2) {
+            STAT_ADD(t, balance_unreachable);
+            return;
+        }
+        if (r->element[1]->type != REDIS_REPLY_NIL && !reply_i64(r->element[1], &unsettled)) {
+            STAT_ADD(t, balance_unreadable);
+            log_warn(LIVE_KEY_SUM "%s holds a non-integer value; ignoring it", v->user);
+            unsettled = 0;
+        }
+        r = r->element[0];
+    }
     if (r->type == REDIS_REPLY_NIL) {
         STAT_ADD(t, balance_missing);
         return;
     }
     int64_t bal;
-    if ((r->type == REDIS_REPLY_STRING && parse_i64(r->str, r->len, &bal)) ||
-        (r->type == REDIS_REPLY_INTEGER && (bal = r->integer, true))) {
-        if (bal <= 0) {
+    if (reply_i64(r, &bal)) {
+        if (unsettled > 0 && bal < INT64_MIN + unsettled) bal = INT64_MIN + unsettled;
+        if (bal - unsettled <= 0) {
             v->status = 402;
             v->reason = "insufficient balance";
         }
@@ -212,7 +262,7 @@ static void balance_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
     w->in_redis = false;
     if (!w->answered) {
         apply_balance(w->t, &w->v, reply);
-        answer(w->t, w->req, &w->v);
+        answer(w->t, w->req, &w->v, &w->key);
     }
     wait_free(w);
 }
@@ -224,34 +274,40 @@ static void balance_timeout_cb(struct ev_loop *loop, ev_timer *timer, int revent
     struct gw_wait *w = timer->data;
     STAT_ADD(w->t, balance_timeout);
     w->answered = true; /* the reply, when it comes, only frees w */
-    answer(w->t, w->req, &w->v);
+    answer(w->t, w->req, &w->v, &w->key);
 }
 
 /* Answers the verdict, asking Redis first when it may turn into a 402. */
 static void finish(struct gw_thread *t, struct spoa_req *req, struct gw_wait *w,
-                   const struct policy_verdict *v)
+                   const struct policy_verdict *v, const struct stream_key *k)
 {
     struct gw_config *cfg = t->g->cfg;
     if (!v->check_balance || !cfg->balance_checks) {
-        answer(t, req, v);
+        answer(t, req, v, k);
         if (w) wait_free(w);
         return;
     }
     if (!t->redis_ready) {
         STAT_ADD(t, balance_unreachable);
-        answer(t, req, v);
+        answer(t, req, v, k);
         if (w) wait_free(w);
         return;
     }
     if (!w && !(w = wait_new(t, req))) {
-        answer(t, req, v); /* no memory: fail open as for an unreachable Redis */
+        answer(t, req, v, k); /* no memory: fail open as for an unreachable Redis */
         return;
     }
     if (&w->v != v) w->v = *v;
-    if (redisAsyncCommand(t->redis, balance_reply_cb, w, "GET balance:cache:%b", w->v.user,
-                          strlen(w->v.user)) != REDIS_OK) {
+    if (&w->key != k) w->key = *k;
+    size_t ulen = strlen(w->v.user);
+    int rc = cfg->live ? redisAsyncCommand(t->redis, balance_reply_cb, w,
+                                           "MGET " LIVE_KEY_BALANCE "%b " LIVE_KEY_SUM "%b",
+                                           w->v.user, ulen, w->v.user, ulen)
+                       : redisAsyncCommand(t->redis, balance_reply_cb, w,
+                                           "GET " LIVE_KEY_BALANCE "%b", w->v.user, ulen);
+    if (rc != REDIS_OK) {
         STAT_ADD(t, balance_unreachable);
-        answer(t, req, &w->v);
+        answer(t, req, &w->v, &w->key);
         wait_free(w);
         return;
     }
@@ -373,7 +429,7 @@ static void decide_copy(struct gw_thread *t, struct gw_wait *w)
         w->v.reason = "invalid proxy credentials";
         w->v.check_balance = false;
     }
-    finish(t, w->req, w, &w->v);
+    finish(t, w->req, w, &w->v, &w->key);
 }
 
 static void hash_checked(void *arg, bool ok)
@@ -384,7 +440,7 @@ static void hash_checked(void *arg, bool ok)
         w->v.status = 407;
         w->v.reason = "invalid proxy credentials";
         w->v.check_balance = false;
-        answer(t, w->req, &w->v);
+        answer(t, w->req, &w->v, NULL);
         wait_free(w);
         return;
     }
@@ -401,6 +457,8 @@ static void hash_checked(void *arg, bool ok)
 static void on_request(struct gw_thread *t, struct spoa_req *req, const struct spop_msg *m)
 {
     struct policy_request rq = {0};
+    struct stream_key key = {0};
+    const struct spop_str *rid = NULL, *sid = NULL;
     bool have_ip = false;
     for (unsigned i = 0; i < m->nargs; i++) {
         const struct spop_kv *a = &m->args[i];
@@ -420,7 +478,17 @@ static void on_request(struct gw_thread *t, struct spoa_req *req, const struct s
         } else if (spop_str_eq(a->name, "auth") && a->value.type == SPOP_T_STRING) {
             rq.auth = a->value.u.str.ptr;
             rq.auth_len = a->value.u.str.len;
+        } else if (spop_str_eq(a->name, "sid") && a->value.type == SPOP_T_STRING) {
+            sid = &a->value.u.str;
+        } else if (spop_str_eq(a->name, "rid") && a->value.type == SPOP_T_STRING) {
+            rid = &a->value.u.str;
         }
+    }
+    if (sid && rid && rid->len > 0 && rid->len <= LIVE_RID_MAX &&
+        live_sid_parse(sid->ptr, sid->len, &key.pid, &key.id)) {
+        memcpy(key.rid, rid->ptr, rid->len);
+        key.rid_len = (uint8_t)rid->len;
+        key.ok = true;
     }
     struct policy_verdict v;
     if (!have_ip) {
@@ -428,14 +496,14 @@ static void on_request(struct gw_thread *t, struct spoa_req *req, const struct s
         STAT_ADD(t, bad_messages);
         log_error("gw-req without a client address (argument ip=src missing?)");
         v = (struct policy_verdict){.status = 403, .reason = "client address unknown"};
-        answer(t, req, &v);
+        answer(t, req, &v, NULL);
         return;
     }
 
     const struct snapshot *snap = snapshot_store_current(t->g->cfg->store, &t->ref);
     struct policy_hash_job job;
     if (policy_decide(snap, &rq, &t->pctx, &v, &job) == POLICY_DONE) {
-        finish(t, req, NULL, &v);
+        finish(t, req, NULL, &v, &key);
         return;
     }
 
@@ -445,9 +513,10 @@ static void on_request(struct gw_thread *t, struct spoa_req *req, const struct s
     size_t hlen = rq.proxy_auth_len ? rq.proxy_auth_len : rq.auth_len;
     if (!w) {
         v = (struct policy_verdict){.status = 503, .reason = "agent out of memory"};
-        answer(t, req, &v);
+        answer(t, req, &v, NULL);
         return;
     }
+    w->key = key;
     w->rq.family = rq.family;
     memcpy(w->rq.addr, rq.addr, sizeof(rq.addr));
     memcpy(w->auth_copy, hdr, hlen); /* hlen <= POLICY_AUTH_MAX: decide checked */
@@ -458,7 +527,7 @@ static void on_request(struct gw_thread *t, struct spoa_req *req, const struct s
                       hash_checked, w)) {
         STAT_ADD(t, hash_queue_full);
         w->v = (struct policy_verdict){.status = 503, .reason = "authentication busy"};
-        answer(t, req, &w->v);
+        answer(t, req, &w->v, NULL);
         wait_free(w);
     }
 }
@@ -557,7 +626,7 @@ static void gw_thread_fini(void *tctx)
     for (struct gw_wait *w = t->waits; w; w = w->next) {
         if (!w->answered) {
             w->answered = true;
-            answer(t, w->req, &w->v);
+            answer(t, w->req, &w->v, &w->key);
         }
     }
     if (t->redis) redisAsyncFree(t->redis); /* callbacks free the waits they hold */

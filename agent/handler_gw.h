@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "crypt_pool.h"
+#include "live.h"
 #include "snapshot.h"
 #include "spoa.h"
 
@@ -21,6 +22,7 @@ struct gw_config {
     const char *redis_password; /* NULL or empty: no AUTH */
     unsigned redis_db;
     unsigned balance_timeout_ms; /* after this the request is allowed (fail open) */
+    struct live *live;           /* NULL: no live balance (allowed streams not registered) */
 };
 
 /* Counters for logs and /health; relaxed atomics. */
@@ -31,9 +33,10 @@ struct gw_stats {
     atomic_uint_fast64_t balance_timeout;     /* no reply in time: allowed */
     atomic_uint_fast64_t balance_unreadable;  /* not an integer: allowed, logged */
     atomic_uint_fast64_t hash_checks;
-    atomic_uint_fast64_t hash_queue_full; /* refused with 503 */
-    atomic_uint_fast64_t bad_messages;    /* NOTIFY without usable arguments */
-    atomic_int_fast64_t queue_length;     /* LLEN traffic:logs, -1 unknown */
+    atomic_uint_fast64_t hash_queue_full;   /* refused with 503 */
+    atomic_uint_fast64_t bad_messages;      /* NOTIFY without usable arguments */
+    atomic_uint_fast64_t live_unregistered; /* allowed, but not metered live (live.h) */
+    atomic_int_fast64_t queue_length;       /* LLEN traffic:logs, -1 unknown */
     atomic_bool redis_ok;
 };
 

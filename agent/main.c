@@ -49,6 +49,9 @@ enum {
     O_HAPROXY_CLI,
     O_BILLING_RING,
     O_DEDUP,
+    O_LIVE,
+    O_LIVE_INTERVAL,
+    O_LIVE_MAX,
     O_COUNT
 };
 
@@ -107,6 +110,16 @@ static const struct option_def options[O_COUNT] = {
     [O_DEDUP] = {"billing-dedup", "GW_BILLING_DEDUP", OPT_UINT, "1048576", 16, 268435456,
                  "request ids remembered to drop records delivered twice (must cover the "
                  "ring: GW_BILLING_RING_BYTES / 150); 24 bytes each on disk, 32 in memory"},
+    [O_LIVE] = {"live-balance", "GW_LIVE_BALANCE", OPT_BOOL, "true", 0, 0,
+                "count running requests and tunnels against balances and cut them when a "
+                "balance runs out (needs traffic logging, --haproxy-cli at level admin, and "
+                "gw-settle to settle traffic:logs)"},
+    [O_LIVE_INTERVAL] = {"live-interval-ms", "GW_LIVE_INTERVAL_MS", OPT_UINT, "500", 50, 60000,
+                         "how often the bytes of running requests and tunnels are read from "
+                         "HAProxy's CLI (show sess all) and put in Redis"},
+    [O_LIVE_MAX] = {"live-max-streams", "GW_LIVE_MAX_STREAMS", OPT_UINT, "262144", 1, 16777216,
+                    "running streams the live balance tracks at most (about 150 bytes each); "
+                    "beyond, a stream counts only when it ends"},
 };
 
 static const struct options_program program = {
@@ -139,7 +152,8 @@ static void ensure_parent_dir(const char *path)
 static int run_gateway(const char *const *values, const struct spoa_config *cfg)
 {
     unsigned refresh, full_every, redis_db, balance_timeout, crypt_threads, spool_max_mb, dedup;
-    bool traffic;
+    unsigned live_interval, live_max;
+    bool traffic, live_on;
     char redis_host[256];
     int redis_port;
     if (!options_uint(program.name, &options[O_REFRESH], values[O_REFRESH], &refresh) ||
@@ -151,6 +165,10 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
                       &crypt_threads) ||
         !options_uint(program.name, &options[O_SPOOL_MAX], values[O_SPOOL_MAX], &spool_max_mb) ||
         !options_uint(program.name, &options[O_DEDUP], values[O_DEDUP], &dedup) ||
+        !options_uint(program.name, &options[O_LIVE_INTERVAL], values[O_LIVE_INTERVAL],
+                      &live_interval) ||
+        !options_uint(program.name, &options[O_LIVE_MAX], values[O_LIVE_MAX], &live_max) ||
+        !options_bool(program.name, &options[O_LIVE], values[O_LIVE], &live_on) ||
         !options_bool(program.name, &options[O_TRAFFIC], values[O_TRAFFIC], &traffic))
         return 2;
     if (!values[O_POSTGRES_URI][0]) {
@@ -177,6 +195,19 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         snapshot_store_stop(store);
         return 1;
     }
+    /* Live balance: needs the billing records (they end each stream) and
+     * the CLI (it reads the streams' bytes and shuts them down). */
+    struct live *live = NULL;
+    static struct meter_stats mstats;
+    if (live_on && traffic && !values[O_HAPROXY_CLI][0])
+        log_warn("live balance off: it needs HAProxy's CLI (GW_HAPROXY_CLI); balances are "
+                 "enforced only when requests start");
+    if (live_on && traffic && values[O_HAPROXY_CLI][0] && !(live = live_new(live_max))) {
+        log_error("out of memory for the live registry");
+        crypt_pool_stop(pool);
+        snapshot_store_stop(store);
+        return 1;
+    }
     /* Billing: HAProxy's records through the spool to Redis. */
     static struct billing_stats bstats;
     struct billing *billing = NULL;
@@ -194,9 +225,13 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
             .haproxy_cli = values[O_HAPROXY_CLI],
             .ring = values[O_BILLING_RING],
             .dedup_records = dedup,
+            .live = live,
+            .live_interval_ms = live_interval,
+            .meter_stats = &mstats,
         };
         billing = billing_start(&bcfg, &bstats);
         if (!billing) {
+            live_free(live);
             crypt_pool_stop(pool);
             snapshot_store_stop(store);
             return 1;
@@ -211,6 +246,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         .redis_password = values[O_REDIS_PASSWORD],
         .redis_db = redis_db,
         .balance_timeout_ms = balance_timeout,
+        .live = live,
     };
     static struct gw_stats gstats;
     struct spoa_handler handler;
@@ -221,6 +257,18 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
              traffic ? "on" : "off", redis_host, redis_port);
     int rc = spoa_server_run(cfg, &handler, &stats) == 0 ? 0 : 1;
     billing_stop(billing);
+    if (live) {
+        struct live_counts lc = live_counts(live);
+        log_info("live: %llu streams registered (%llu not: full or no memory), %llu ended, %llu "
+                 "pruned; %llu dumps (%llu failed), %llu progress counts sent, %llu lost, %llu "
+                 "cut messages, %llu sessions shut down",
+                 (unsigned long long)lc.registered, (unsigned long long)lc.refused,
+                 (unsigned long long)lc.finished, (unsigned long long)lc.pruned,
+                 (unsigned long long)mstats.dumps, (unsigned long long)mstats.dump_errors,
+                 (unsigned long long)mstats.progress, (unsigned long long)mstats.progress_lost,
+                 (unsigned long long)mstats.cut_messages, (unsigned long long)mstats.sessions_shut);
+        live_free(live);
+    }
     crypt_pool_stop(pool);
     snapshot_store_stop(store);
     log_info("stopped: %llu NOTIFY; verdicts 200=%llu 400=%llu 402=%llu 403=%llu 407=%llu "

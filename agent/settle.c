@@ -49,6 +49,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "live_lua.h"
 #include "log.h"
 #include "pg.h"
 
@@ -125,14 +126,24 @@ static const char take_lua[] =
     "return out\n";
 
 /* KEYS[1] processing, KEYS[2] dead; ARGV[1] = d, then d dead letters, then
- * the records to remove. Returns how many records it removed. */
-static const char ack_lua[] = "local d = tonumber(ARGV[1])\n"
-                              "for i = 2, d + 1 do redis.call('RPUSH', KEYS[2], ARGV[i]) end\n"
-                              "local n = 0\n"
-                              "for i = d + 2, #ARGV do\n"
-                              "  n = n + redis.call('LREM', KEYS[1], 1, ARGV[i])\n"
-                              "end\n"
-                              "return n\n";
+ * c, then c (user, remaining bytes) pairs for balance:cache, then the records
+ * to remove. Each removed record also leaves its user's unsettled bytes
+ * (live_lua.h): the settled balance and the live count change together.
+ * Returns how many records it removed. */
+static const char ack_lua[] =
+    LIVE_LUA_RELEASE "local d = tonumber(ARGV[1])\n"
+                     "for i = 2, d + 1 do redis.call('RPUSH', KEYS[2], ARGV[i]) end\n"
+                     "local c = tonumber(ARGV[d + 2])\n"
+                     "for i = d + 3, d + 2 + 2 * c, 2 do\n"
+                     "  redis.call('SET', '" SETTLE_KEY_CACHE_PREFIX "' .. ARGV[i], ARGV[i + 1])\n"
+                     "end\n"
+                     "local n = 0\n"
+                     "for i = d + 3 + 2 * c, #ARGV do\n"
+                     "  local removed = redis.call('LREM', KEYS[1], 1, ARGV[i])\n"
+                     "  n = n + removed\n"
+                     "  if removed > 0 then release(ARGV[i]) end\n"
+                     "end\n"
+                     "return n\n";
 
 enum settle_sql_fault settle_sql_fault(const char *sqlstate)
 {
@@ -276,8 +287,8 @@ struct item {
 };
 
 struct cache_update {
-    char *username; /* malloc'd */
-    long long remaining;
+    char *username;          /* malloc'd */
+    char remaining_text[24]; /* bytes left, in decimal */
 };
 
 struct worker {
@@ -609,7 +620,9 @@ static enum outcome cache_add(struct worker *w, const char *user, long long rema
     }
     char *u = strdup(user);
     if (u == NULL) return FATAL;
-    w->cache[w->ncache++] = (struct cache_update){u, remaining};
+    w->cache[w->ncache].username = u;
+    snprintf(w->cache[w->ncache++].remaining_text, sizeof(w->cache->remaining_text), "%lld",
+             remaining);
     return OK;
 }
 
@@ -684,11 +697,11 @@ static enum outcome settle_records(struct worker *w)
     return o;
 }
 
-/* Dead letters and removal from traffic:logs:processing in one script, then
- * the balance cache of charged users, in one round trip. */
+/* Dead letters, the balance cache of charged users and the removal from
+ * traffic:logs:processing, in one script. */
 static enum outcome acknowledge(struct worker *w)
 {
-    char ndead[24];
+    char ndead[24], ncache[24];
     size_t d = 0, argc = 0;
     for (size_t i = 0; i < w->nitems; i++)
         d += w->items[i].dead != NULL;
@@ -702,13 +715,16 @@ static enum outcome acknowledge(struct worker *w)
     ARG(ndead, strlen(ndead));
     for (size_t i = 0; i < w->nitems; i++)
         if (w->items[i].dead != NULL) ARG(w->items[i].dead, w->items[i].dead_len);
+    snprintf(ncache, sizeof(ncache), "%zu", w->ncache);
+    ARG(ncache, strlen(ncache));
+    for (size_t i = 0; i < w->ncache; i++) {
+        ARG(w->cache[i].username, strlen(w->cache[i].username));
+        ARG(w->cache[i].remaining_text, strlen(w->cache[i].remaining_text));
+    }
     for (size_t i = 0; i < w->nitems; i++)
         ARG(w->items[i].raw, w->items[i].len);
 #undef ARG
     redisAppendCommandArgv(w->rq, (int)argc, w->argv, w->argvlen);
-    for (size_t i = 0; i < w->ncache; i++)
-        redisAppendCommand(w->rq, "SET " SETTLE_KEY_CACHE_PREFIX "%s %lld", w->cache[i].username,
-                           w->cache[i].remaining);
 
     redisReply *r = NULL;
     if (redisGetReply(w->rq, (void **)&r) != REDIS_OK) r = NULL;
@@ -718,17 +734,8 @@ static enum outcome acknowledge(struct worker *w)
                  " (another worker on the same lists?)",
                  w->nitems - (size_t)r->integer, w->nitems);
     if (r) freeReplyObject(r);
-    if (o == REDIS_DOWN) return o;
-    for (size_t i = 0; i < w->ncache; i++) {
-        redisReply *s = NULL;
-        if (redisGetReply(w->rq, (void **)&s) != REDIS_OK) return REDIS_DOWN;
-        if (s->type == REDIS_REPLY_ERROR)
-            log_warn("settle: Redis: SET balance cache of %s: %s", w->cache[i].username, s->str);
-        else
-            w->st->cache_sets++;
-        freeReplyObject(s);
-    }
     if (o != OK) return o;
+    w->st->cache_sets += w->ncache;
     w->st->dead += d;
     return OK;
 }
@@ -925,8 +932,9 @@ int settle_run(const struct settle_config *cfg, struct settle_stats *st,
     w.recs = calloc(n, sizeof(*w.recs));
     w.rec_item = calloc(n, sizeof(*w.rec_item));
     w.idx = calloc(n, sizeof(*w.idx));
-    w.argv = calloc(2 * n + 8, sizeof(*w.argv));
-    w.argvlen = calloc(2 * n + 8, sizeof(*w.argvlen));
+    /* dead letters, records, and a (user, remaining) pair per record at most */
+    w.argv = calloc(4 * n + 8, sizeof(*w.argv));
+    w.argvlen = calloc(4 * n + 8, sizeof(*w.argvlen));
     if (!w.items || !w.recs || !w.rec_item || !w.idx || !w.argv || !w.argvlen) {
         log_error("settle: out of memory");
         rc = 1;
