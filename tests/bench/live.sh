@@ -72,10 +72,15 @@ overshoot() {
         "$(awk -v p="$past_b" -v r="$rate" 'BEGIN { printf "%.2f", (r > 0 ? p / 1e6 / r : 0) }')" "$(cut)" "$n"
 }
 
-echo "== overshoot past a balance of $BAL bytes (live interval ${GW_LIVE_INTERVAL_MS:-500} ms)"
-overshoot "(a) one tunnel at 10 MB/s" 1 10M 400m
-overshoot "(b) 20 tunnels at 10 MB/s each" 20 10M 100m
-overshoot "(c) one tunnel at full speed" 1 "" 2g
+if [ "${BENCH_LIVE_OVERSHOOT:-1}" = 1 ]; then
+    echo "== overshoot past a balance of $BAL bytes (live interval ${GW_LIVE_INTERVAL_MS:-500} ms," \
+        "client send buffers ${GW_SNDBUF_CLIENT:-autotuned})"
+    overshoot "(a) one tunnel at 10 MB/s" 1 10M 400m
+    overshoot "(b) 20 tunnels at 10 MB/s each" 20 10M 100m
+    overshoot "(c) one tunnel at full speed" 1 "" 2g
+fi
+
+[ "${BENCH_LIVE_COST:-1}" = 1 ] || exit 0
 
 # --- cost -------------------------------------------------------------------------------------
 ticks() { # utime+stime of a pid and its children threads
@@ -99,6 +104,7 @@ run_wrk() {
     reqs=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
     local tck
     tck=$(getconf CLK_TCK)
+    echo "  (HAProxy $((h1 - h0)) ticks, agent $((a1 - a0)) ticks, $reqs requests)" >&2
     echo "$rate $(awk -v t=$((h1 - h0 + a1 - a0)) -v r="${reqs:-0}" -v k="$tck" 'BEGIN { printf "%.3f", (r > 0 ? t * 1000 / k / r * 1000 : 0) }')"
 }
 restart_agent() {
