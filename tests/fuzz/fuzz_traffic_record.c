@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for agent/traffic_record.c. Any byte string is a record
+ * libFuzzer target for agent/settle/traffic_record.c. Any byte string is a record
  * off the Redis list. When the parser accepts, every field must obey the
  * record's contract (valid UTF-8 without NUL that fits its column, numbers in
  * range), parsing must be deterministic, and the record written back as JSON

@@ -1,9 +1,9 @@
 /*
- * Unit tests for agent/traffic_record.c: the billing record's strict JSON
+ * Unit tests for agent/settle/traffic_record.c: the billing record's strict JSON
  * reader (every escape, UTF-8, numbers at and past the int64 edges, each
  * refusal and its reason), the fitting of descriptive fields to their
  * columns, and the dead-letter writer (exact bytes, and a round trip through
- * the reader), and agreement with the producer (agent/billing_record.c).
+ * the reader), and agreement with the producer (agent/gw/billing_record.c).
  */
 #include <check.h>
 #include <stdio.h>
