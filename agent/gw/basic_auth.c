@@ -5,69 +5,21 @@
  *
  * The decoder sees raw client bytes, so it is strict and bounded: the decoded
  * size is capped before any work is done, only canonical base64 is accepted,
- * and it writes into the caller's buffer. The base64 codec is written out
- * here rather than taken from a library because it is a few lines on the hot
- * path and the strictness rules are ours.
+ * and it writes into the caller's buffer. The base64 codec is the common one
+ * (agent/common/base64.h), in its canonical mode.
  */
 #include "basic_auth.h"
+
+#include "base64.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
-static const char basic_auth_b64[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Value of a base64 symbol, or -1. A switch of ranges rather than a 256-byte
- * table built at startup: no initialisation, no mutable state. */
-static int basic_auth_b64_value(unsigned char ch)
-{
-    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
-    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
-    if (ch == '+') return 62;
-    if (ch == '/') return 63;
-    return -1;
-}
-
 static bool basic_auth_space(char ch)
 {
     return ch == ' ' || ch == '\t';
-}
-
-/* Decodes the canonical, padded base64 in in[0..n) into out; returns the
- * decoded length or -1. The caller has checked that out holds n / 4 * 3. */
-static long basic_auth_b64_decode(const char *in, size_t n, uint8_t *out)
-{
-    size_t o = 0;
-
-    if (n == 0 || n % 4 != 0) return -1;
-    for (size_t i = 0; i < n; i += 4) {
-        bool last = i + 4 == n;
-        int v[4];
-        int pad = 0;
-        for (int j = 0; j < 4; j++) {
-            unsigned char ch = (unsigned char)in[i + j];
-            if (ch == '=' && last && j >= 2) {
-                /* '=' only in the last two places, and "x=y" is not padding */
-                if (j == 2 && in[i + 3] != '=') return -1;
-                v[j] = 0;
-                pad++;
-                continue;
-            }
-            v[j] = basic_auth_b64_value(ch);
-            if (v[j] < 0) return -1;
-        }
-        uint32_t w =
-            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        /* Canonical form: the bits that padding leaves over must be zero. */
-        if ((pad == 2 && (w & 0xffff) != 0) || (pad == 1 && (w & 0xff) != 0)) return -1;
-        out[o++] = (uint8_t)(w >> 16);
-        if (pad < 2) out[o++] = (uint8_t)(w >> 8);
-        if (pad < 1) out[o++] = (uint8_t)w;
-    }
-    return (long)o;
 }
 
 int basic_auth_decode(const char *hdr, size_t len, char *buf, size_t cap,
@@ -103,7 +55,7 @@ int basic_auth_decode(const char *hdr, size_t len, char *buf, size_t cap,
         why = "credentials too long";
         goto fail;
     }
-    long dlen = basic_auth_b64_decode(hdr + b, n, (uint8_t *)buf);
+    long dlen = n == 0 ? -1 : base64_decode(hdr + b, n, buf, n / 4 * 3, true);
     if (dlen < 0) {
         why = "bad base64 in credentials";
         goto fail;
@@ -138,18 +90,6 @@ fail:
     return -1;
 }
 
-/* Appends the base64 of the 1..3 bytes in in[0..n) to out. */
-static void basic_auth_b64_group(const uint8_t *in, size_t n, char *out)
-{
-    uint32_t w = (uint32_t)in[0] << 16;
-    if (n > 1) w |= (uint32_t)in[1] << 8;
-    if (n > 2) w |= in[2];
-    out[0] = basic_auth_b64[(w >> 18) & 63];
-    out[1] = basic_auth_b64[(w >> 12) & 63];
-    out[2] = n > 1 ? basic_auth_b64[(w >> 6) & 63] : '=';
-    out[3] = n > 2 ? basic_auth_b64[w & 63] : '=';
-}
-
 size_t basic_auth_encode(const char *user, size_t ulen, const char *pass, size_t plen, char *out,
                          size_t cap)
 {
@@ -162,25 +102,16 @@ size_t basic_auth_encode(const char *user, size_t ulen, const char *pass, size_t
         return 0;
 
     /* Stream "user" ":" "pass" through 3-byte groups without a joined copy. */
-    uint8_t group[3];
-    size_t g = 0, o = 0;
+    struct base64_stream st = {.out = out};
     for (size_t i = 0; i < total; i++) {
         if (i < ulen)
-            group[g++] = (uint8_t)user[i];
+            base64_stream_byte(&st, (uint8_t)user[i]);
         else if (i == ulen)
-            group[g++] = ':';
+            base64_stream_byte(&st, ':');
         else
-            group[g++] = (uint8_t)pass[i - ulen - 1];
-        if (g == 3) {
-            basic_auth_b64_group(group, 3, out + o);
-            o += 4;
-            g = 0;
-        }
+            base64_stream_byte(&st, (uint8_t)pass[i - ulen - 1]);
     }
-    if (g > 0) {
-        basic_auth_b64_group(group, g, out + o);
-        o += 4;
-    }
+    size_t o = base64_stream_end(&st);
     out[o] = '\0';
     return o;
 }

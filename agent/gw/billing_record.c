@@ -1,22 +1,18 @@
 /*
  * Billing records: parse HAProxy's log line, write the reference's JSON
- * (see billing_record.h for both formats). Pure functions, fuzzed.
+ * (see billing_record.h for both formats). Pure functions, fuzzed. Base64
+ * and the JSON string rule are the common ones (agent/common/).
  */
 #include <string.h>
 
+#include "base64.h"
 #include "billing_record.h"
+#include "json.h"
+#include "textbuf.h"
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-/* Standard base64 with padding; "-" means absent. */
+/* Standard base64 with padding, its padding bits unchecked (HAProxy writes
+ * them zero; a bill is not refused over them); "-" means absent. Decodes to *pos, at most up to
+ * end. */
 static bool decode_b64(const char *s, size_t len, char **pos, const char *end,
                        struct billing_str *out)
 {
@@ -25,30 +21,11 @@ static bool decode_b64(const char *s, size_t len, char **pos, const char *end,
         out->len = 0;
         return true;
     }
-    if (len % 4 != 0) return false;
-    char *o = *pos;
-    out->ptr = o;
-    for (size_t i = 0; i < len; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            unsigned char c = (unsigned char)s[i + k];
-            if (c == '=' && i + 4 == len && k >= 2) {
-                v[k] = 0;
-                pad++;
-                continue;
-            }
-            if (pad || (v[k] = b64_value(c)) < 0) return false;
-        }
-        uint32_t n =
-            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        if (end - o < 3 - pad) return false;
-        *o++ = (char)(n >> 16);
-        if (pad < 2) *o++ = (char)(n >> 8);
-        if (pad < 1) *o++ = (char)n;
-    }
-    out->len = (size_t)(o - out->ptr);
-    *pos = o;
+    long n = base64_decode(s, len, *pos, (size_t)(end - *pos), false);
+    if (n < 0) return false;
+    out->ptr = *pos;
+    out->len = (size_t)n;
+    *pos += n;
     return true;
 }
 
@@ -257,132 +234,45 @@ bool billing_record_billable(const struct billing_record *r)
     return r->verdict == 200 && r->request_id.ptr != NULL;
 }
 
-/* --- JSON -------------------------------------------------------------------------- */
+/* --- JSON (the common writer: agent/common/json.h) ------------------------------------ */
 
-struct out {
-    char *p, *end;
-    bool full;
-};
-
-static void put(struct out *o, const char *s, size_t n)
+static void put_str(struct textbuf *o, struct billing_str s)
 {
-    if (o->full || (size_t)(o->end - o->p) < n) {
-        o->full = true;
-        return;
-    }
-    memcpy(o->p, s, n);
-    o->p += n;
-}
-
-static void put_cstr(struct out *o, const char *s)
-{
-    put(o, s, strlen(s));
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), 0 if it is not one. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    if (s[0] < 0x80) return 1;
-    size_t len;
-    uint32_t cp;
-    if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-        len = 2;
-        cp = s[0] & 0x1F;
-    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-        len = 3;
-        cp = s[0] & 0x0F;
-    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-        len = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3F);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return len;
-}
-
-static void put_json_str(struct out *o, struct billing_str s)
-{
-    static const char hex[] = "0123456789abcdef";
-    put(o, "\"", 1);
-    const unsigned char *p = (const unsigned char *)s.ptr;
-    size_t n = s.ptr ? s.len : 0;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = p[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            put(o, e, 2);
-            i++;
-        } else if (c < 0x20 || c == 0x7f) {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            put(o, e, 6);
-            i++;
-        } else {
-            size_t l = utf8_len(p + i, n - i);
-            if (l == 0) { /* not UTF-8: the byte as a Latin-1 code point */
-                char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-                put(o, e, 6);
-                i++;
-            } else {
-                put(o, (const char *)p + i, l);
-                i += l;
-            }
-        }
-    }
-    put(o, "\"", 1);
-}
-
-static void put_int(struct out *o, int64_t v)
-{
-    char tmp[24];
-    char *t = tmp + sizeof(tmp);
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        *--t = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0) *--t = '-';
-    put(o, t, (size_t)(tmp + sizeof(tmp) - t));
+    json_put_string(o, s.ptr, s.ptr ? s.len : 0);
 }
 
 size_t billing_record_json(const struct billing_record *r, char *out, size_t cap)
 {
-    struct out o = {out, out + cap, false};
-    put_cstr(&o, "{\"username\":");
-    put_json_str(&o, r->user);
-    put_cstr(&o, ",\"request_bytes\":");
-    put_int(&o, (int64_t)r->bytes_in);
-    put_cstr(&o, ",\"response_bytes\":");
-    put_int(&o, (int64_t)r->bytes_out);
-    put_cstr(&o, ",\"target_host\":");
-    put_json_str(&o, r->target);
-    put_cstr(&o, ",\"target_method\":");
-    put_json_str(&o, r->method);
-    put_cstr(&o, ",\"proxy_slug\":");
-    put_json_str(&o, r->slug);
-    put_cstr(&o, ",\"country\":");
-    put_json_str(&o, r->country);
-    put_cstr(&o, ",\"session_id\":");
-    put_json_str(&o, r->session);
-    put_cstr(&o, ",\"duration\":");
-    put_int(&o, r->duration_min);
-    put_cstr(&o, ",\"status_code\":");
-    put_int(&o, r->status);
-    put_cstr(&o, ",\"client_ip\":");
-    put_json_str(&o, r->client_ip);
-    put_cstr(&o, ",\"timestamp\":");
-    put_int(&o, r->timestamp_ms);
-    put_cstr(&o, ",\"request_id\":");
-    put_json_str(&o, r->request_id);
-    put(&o, "}", 1);
-    return o.full ? 0 : (size_t)(o.p - out);
+    struct textbuf o;
+    textbuf_init(&o, out, cap);
+    textbuf_puts(&o, "{\"username\":");
+    put_str(&o, r->user);
+    textbuf_puts(&o, ",\"request_bytes\":");
+    textbuf_put_int(&o, (int64_t)r->bytes_in);
+    textbuf_puts(&o, ",\"response_bytes\":");
+    textbuf_put_int(&o, (int64_t)r->bytes_out);
+    textbuf_puts(&o, ",\"target_host\":");
+    put_str(&o, r->target);
+    textbuf_puts(&o, ",\"target_method\":");
+    put_str(&o, r->method);
+    textbuf_puts(&o, ",\"proxy_slug\":");
+    put_str(&o, r->slug);
+    textbuf_puts(&o, ",\"country\":");
+    put_str(&o, r->country);
+    textbuf_puts(&o, ",\"session_id\":");
+    put_str(&o, r->session);
+    textbuf_puts(&o, ",\"duration\":");
+    textbuf_put_int(&o, r->duration_min);
+    textbuf_puts(&o, ",\"status_code\":");
+    textbuf_put_int(&o, r->status);
+    textbuf_puts(&o, ",\"client_ip\":");
+    put_str(&o, r->client_ip);
+    textbuf_puts(&o, ",\"timestamp\":");
+    textbuf_put_int(&o, r->timestamp_ms);
+    textbuf_puts(&o, ",\"request_id\":");
+    put_str(&o, r->request_id);
+    textbuf_putc(&o, '}');
+    return textbuf_len(&o);
 }
 
 size_t billing_json_request_id(const char *json, size_t len, char *out, size_t cap)

@@ -60,9 +60,10 @@ int billing_record_parse(const char *line, size_t len, struct billing_record *r,
 bool billing_record_billable(const struct billing_record *r);
 
 /* Writes the reference's JSON object (plus request_id) into out. Any byte in
- * any string yields valid JSON: control characters and bytes that are not
- * UTF-8 are escaped as \u00XX. Returns the length, 0 if cap is too small
- * (6 * BILLING_LINE_MAX + 512 always suffices). */
+ * any string yields valid JSON, escaped by the one rule of agent/common/json.h
+ * (control characters escaped, a byte that is not UTF-8 written as \ufffd).
+ * Returns the length, 0 if cap is too small (6 * BILLING_LINE_MAX + 512
+ * always suffices). */
 size_t billing_record_json(const struct billing_record *r, char *out, size_t cap);
 
 /* The request_id of a JSON object written by billing_record_json, unescaped

@@ -10,79 +10,19 @@
  * the work); traffic_record_parse() maps members to fields, checks types and
  * ranges, refuses duplicates and missing members. No allocation: decoded
  * strings go to a stack buffer as long as the largest record accepted.
+ * UTF-8, base64 and the JSON string writer are the common ones (agent/common/).
  */
 #include "traffic_record.h"
+
+#include "base64.h"
+#include "json.h"
+#include "textbuf.h"
+#include "utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* --- UTF-8 ------------------------------------------------------------------- */
-
-/* Length (2..4) of the valid multi-byte UTF-8 sequence at p, or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned c = p[0];
-    size_t n;
-    unsigned lo = 0x80, hi = 0xBF; /* range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0) lo = 0xA0; /* overlong */
-        if (c == 0xED) hi = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0) lo = 0x90; /* overlong */
-        if (c == 0xF4) hi = 0x8F; /* > U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (avail < n || p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < n; i++)
-        if ((p[i] & 0xC0) != 0x80) return 0;
-    return n;
-}
-
-bool traffic_utf8_valid(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < len;) {
-        if (p[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n = utf8_seq(p + i, len - i);
-        if (n == 0) return false;
-        i += n;
-    }
-    return true;
-}
-
-static size_t utf8_put(char *o, uint32_t cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | cp >> 6);
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | cp >> 12);
-        o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | cp >> 18);
-    o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 /* --- the JSON reader ------------------------------------------------------------ */
 
@@ -440,14 +380,6 @@ static bool copy_text(char *dst, size_t width, const char *src, size_t len)
     return i < len;
 }
 
-static size_t utf8_chars(const char *s, size_t len)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++)
-        n += ((unsigned char)s[i] & 0xC0) != 0x80;
-    return n;
-}
-
 static int unknown_member(struct rec_ctx *c, const char *key, size_t klen,
                           const struct json_value *v, char *err, size_t errlen)
 {
@@ -572,107 +504,24 @@ int traffic_record_parse(const char *json, size_t len, struct traffic_record *ou
     return 0;
 }
 
-/* --- the JSON writer ------------------------------------------------------------- */
+/* --- the JSON writer (agent/common/json.h) ----------------------------------------- */
 
 size_t traffic_json_quote(const char *s, size_t len, char *out, size_t cap)
 {
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s;
     if (len > (SIZE_MAX - 2) / 6 || cap < traffic_json_quote_max(len)) return 0;
-    size_t o = 0;
-    out[o++] = '"';
-    for (size_t i = 0; i < len;) {
-        unsigned c = p[i];
-        if (c >= 0x80) {
-            size_t k = utf8_seq(p + i, len - i);
-            if (k == 0) {
-                memcpy(out + o, "\\ufffd", 6);
-                o += 6;
-                i++;
-            } else {
-                memcpy(out + o, p + i, k);
-                o += k;
-                i += k;
-            }
-            continue;
-        }
-        i++;
-        const char *esc = NULL;
-        switch (c) {
-        case '"':
-            esc = "\\\"";
-            break;
-        case '\\':
-            esc = "\\\\";
-            break;
-        case '\n':
-            esc = "\\n";
-            break;
-        case '\r':
-            esc = "\\r";
-            break;
-        case '\t':
-            esc = "\\t";
-            break;
-        case '\b':
-            esc = "\\b";
-            break;
-        case '\f':
-            esc = "\\f";
-            break;
-        default:
-            break;
-        }
-        if (esc != NULL) {
-            out[o++] = esc[0];
-            out[o++] = esc[1];
-        } else if (c < 0x20 || c == 0x7F) {
-            memcpy(out + o, "\\u00", 4);
-            out[o + 4] = hex[c >> 4];
-            out[o + 5] = hex[c & 15];
-            o += 6;
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    out[o++] = '"';
-    return o;
-}
-
-static size_t base64_put(const unsigned char *p, size_t len, char *out)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0, i = 0;
-    for (; i + 3 <= len; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[v >> 12 & 63];
-        out[o++] = tab[v >> 6 & 63];
-        out[o++] = tab[v & 63];
-    }
-    if (len - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[v >> 12 & 63];
-        out[o++] = '=';
-        out[o++] = '=';
-    } else if (len - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[v >> 12 & 63];
-        out[o++] = tab[v >> 6 & 63];
-        out[o++] = '=';
-    }
-    return o;
+    struct textbuf b;
+    textbuf_init(&b, out, cap);
+    json_put_string(&b, s, len);
+    return textbuf_len(&b);
 }
 
 char *traffic_dead_letter(const char *reason, const char *rec, size_t len, size_t *outlen)
 {
     size_t rlen = strlen(reason);
     if (len > SIZE_MAX / 16 || rlen > SIZE_MAX / 16) return NULL;
-    bool utf8 = traffic_utf8_valid(rec, len);
+    bool utf8 = utf8_valid(rec, len);
     size_t cap = 64 + traffic_json_quote_max(rlen) + traffic_json_quote_max(len) +
-                 (utf8 ? 0 : 4 * (len / 3 + 1));
+                 (utf8 ? 0 : BASE64_LEN(len));
     char *out = malloc(cap);
     if (out == NULL) return NULL;
     size_t o = 0;
@@ -685,7 +534,7 @@ char *traffic_dead_letter(const char *reason, const char *rec, size_t len, size_
     if (!utf8) {
         memcpy(out + o, ",\"record_base64\":\"", 18);
         o += 18;
-        o += base64_put((const unsigned char *)rec, len, out + o);
+        o += base64_encode(rec, len, out + o);
         out[o++] = '"';
     }
     out[o++] = '}';

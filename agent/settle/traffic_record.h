@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "json.h"
+
 /* Longest record accepted, in bytes of JSON; a longer one is refused. */
 #define TRAFFIC_RECORD_MAX_LEN 65536
 /* Longest request_id, in bytes (it is a btree key: keep it short). */
@@ -124,17 +126,13 @@ typedef int (*json_member_fn)(void *ctx, const char *key, size_t klen, const str
 int traffic_json_scan(const char *in, size_t len, char *scratch, size_t scratch_cap,
                       json_member_fn fn, void *ctx, char *err, size_t errlen);
 
-/* Is s[0..len) valid UTF-8 (no overlong forms, no surrogates, <= U+10FFFF)? */
-bool traffic_utf8_valid(const char *s, size_t len);
-
 /*
  * Writes s[0..len) as a JSON string, quotes included, into out (capacity
- * cap): '"' '\\' and control characters escaped, valid UTF-8 kept, every byte
- * that is not part of valid UTF-8 written as \ufffd. Returns the bytes
- * written (no NUL added), or 0 when cap is smaller than traffic_json_quote_max(len).
+ * cap), by the one rule of agent/common/json.h. Returns the bytes written (no
+ * NUL added), or 0 when cap is smaller than traffic_json_quote_max(len).
  */
 size_t traffic_json_quote(const char *s, size_t len, char *out, size_t cap);
-#define traffic_json_quote_max(len) ((len)*6 + 2)
+#define traffic_json_quote_max(len) JSON_STRING_MAX(len)
 
 /*
  * The dead-letter entry for a refused record:
