@@ -133,6 +133,13 @@ static void copy_str(char *dst, size_t cap, const char *src, size_t len)
     dst[len] = '\0';
 }
 
+/* The slug of pool[i], for rendezvous_pick_by. */
+static struct rendezvous_str pool_slug(const void *ctx, size_t i)
+{
+    const struct snap_provider *const *pool = ctx;
+    return (struct rendezvous_str){pool[i]->slug, pool[i]->slug_len};
+}
+
 /* Picks the provider and port; fills slug, session, upstream fields.
  * Returns false (503) when the provider cannot be rendered. */
 static bool route(const struct snap_provider *const *pool, size_t n, const struct username *un,
@@ -147,17 +154,7 @@ static bool route(const struct snap_provider *const *pool, size_t n, const struc
             .country = {country->code, 2},
             .session = {un->session, un->session_len},
         };
-        size_t best = 0;
-        uint64_t best_score = 0;
-        for (size_t i = 0; i < n; i++) {
-            struct rendezvous_str slug = {pool[i]->slug, pool[i]->slug_len};
-            uint64_t sc = rendezvous_score(&key, &slug);
-            /* pool is sorted by slug: on a tie the first (smaller) one wins */
-            if (i == 0 || sc > best_score) {
-                best = i;
-                best_score = sc;
-            }
-        }
+        size_t best = rendezvous_pick_by(&key, n, pool_slug, pool, NULL);
         p = pool[best];
         struct rendezvous_str slug = {p->slug, p->slug_len};
         port = rendezvous_port(rendezvous_port_hash(&key, &slug), p->port_min, p->port_max);

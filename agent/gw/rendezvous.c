@@ -170,25 +170,39 @@ static int rv_slug_cmp(const struct rendezvous_str *a, const struct rendezvous_s
     return alen < blen ? -1 : alen > blen;
 }
 
-size_t rendezvous_pick(const struct rendezvous_key *k, const struct rendezvous_str *slugs, size_t n,
-                       uint64_t *score)
+size_t rendezvous_pick_by(const struct rendezvous_key *k, size_t n, rendezvous_slug_fn slug_at,
+                          const void *ctx, uint64_t *score)
 {
     struct rv_sip s;
     size_t best = n;
     uint64_t best_score = 0;
+    struct rendezvous_str best_slug = {NULL, 0};
 
     if (n == 0) return n;
     rv_key_state(&s, k);
     for (size_t i = 0; i < n; i++) {
-        uint64_t sc = rv_tagged(&s, &slugs[i], 'S');
+        struct rendezvous_str slug = slug_at(ctx, i);
+        uint64_t sc = rv_tagged(&s, &slug, 'S');
         if (best == n || sc > best_score ||
-            (sc == best_score && rv_slug_cmp(&slugs[i], &slugs[best]) < 0)) {
+            (sc == best_score && rv_slug_cmp(&slug, &best_slug) < 0)) {
             best = i;
             best_score = sc;
+            best_slug = slug;
         }
     }
     if (score) *score = best_score;
     return best;
+}
+
+static struct rendezvous_str rv_array_slug(const void *ctx, size_t i)
+{
+    return ((const struct rendezvous_str *)ctx)[i];
+}
+
+size_t rendezvous_pick(const struct rendezvous_key *k, const struct rendezvous_str *slugs, size_t n,
+                       uint64_t *score)
+{
+    return rendezvous_pick_by(k, n, rv_array_slug, slugs, score);
 }
 
 uint16_t rendezvous_port(uint64_t h, uint16_t min, uint16_t max)

@@ -48,6 +48,14 @@ struct rendezvous_key {
 size_t rendezvous_pick(const struct rendezvous_key *k, const struct rendezvous_str *slugs, size_t n,
                        uint64_t *score);
 
+/* The slug of candidate i of ctx (for rendezvous_pick_by). */
+typedef struct rendezvous_str (*rendezvous_slug_fn)(const void *ctx, size_t i);
+
+/* rendezvous_pick over candidates kept in the caller's own structure (the
+ * policy's provider pool): the same choice, without copying the slugs out. */
+size_t rendezvous_pick_by(const struct rendezvous_key *k, size_t n, rendezvous_slug_fn slug_at,
+                          const void *ctx, uint64_t *score);
+
 /* The score of one provider for a key (the hash tagged 'S'). */
 uint64_t rendezvous_score(const struct rendezvous_key *k, const struct rendezvous_str *slug);
 
