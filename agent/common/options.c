@@ -101,22 +101,3 @@ bool options_bool(const char *prog, const struct option_def *o, const char *s, b
             o->name, s);
     return false;
 }
-
-bool options_hostport(const char *s, char *buf, size_t cap, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s) return false;
-    const char *h = s;
-    size_t hlen = (size_t)(colon - s);
-    if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (hlen == 0 || hlen >= cap || *end || p < 1 || p > 65535) return false;
-    memcpy(buf, h, hlen);
-    buf[hlen] = '\0';
-    *port = (int)p;
-    return true;
-}

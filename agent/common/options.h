@@ -42,7 +42,5 @@ void options_usage(const struct options_program *prog, const struct option_def *
  * on failure. */
 bool options_uint(const char *prog, const struct option_def *o, const char *s, unsigned *out);
 bool options_bool(const char *prog, const struct option_def *o, const char *s, bool *out);
-/* "host:port" or "[v6]:port": host copied into buf (cap bytes), port 1..65535. */
-bool options_hostport(const char *s, char *buf, size_t cap, int *port);
 
 #endif

@@ -36,18 +36,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#include <hiredis/adapters/libev.h>
-#pragma GCC diagnostic pop
-
 #include "billing.h"
 #include "billing_record.h"
 #include "billing_replay.h"
 #include "dedup.h"
 #include "ev_timer_once.h"
 #include "log.h"
-#include "spoa.h"
+#include "net.h"
+#include "redis_conn.h"
 #include "spool.h"
 
 #define CONN_BUF         (2 * BILLING_LINE_MAX + 16)
@@ -81,7 +77,6 @@ struct billing {
     ev_io accept_io;
     ev_timer tick;       /* fsync, resume after a full spool, retry pushes */
     ev_timer push_delay; /* a push soon, not per record (push_soon) */
-    ev_timer redis_retry;
     int lfd;
     struct spool *sp;
     struct dedup *dd;
@@ -95,9 +90,10 @@ struct billing {
     struct bconn *conns;
     bool paused;     /* spool full: not reading */
     int fill_warned; /* last fill level warned about: 0, 50, 80, 90 */
-    redisAsyncContext *redis;
-    bool redis_ready;
-    bool in_flight; /* a batch awaits its reply */
+    struct redis_conn_config redis_cfg;
+    struct redis_conn *redis; /* agent/common/redis_conn.h: resolves, AUTH, SELECT, reconnects */
+    bool redis_ready;         /* connected and traffic:logs:pushed:<id> read back */
+    bool in_flight;           /* a batch awaits its reply */
     char pushed_key[sizeof(PUSHED_KEY) + 16];
     char *take_buf;
     const char **recs;
@@ -106,7 +102,6 @@ struct billing {
     char decoded[BILLING_LINE_MAX];
 };
 
-static void redis_connect(struct billing *b);
 static void push(struct billing *b);
 static void push_soon(struct billing *b);
 static void start_replay(struct billing *b);
@@ -414,11 +409,12 @@ static void push(struct billing *b)
     b->recs[1] = "traffic:logs";
     b->lens[1] = 12;
     unsigned long long seq = spool_sequence(b->sp) + n;
-    if (redisAsyncCommand(b->redis, NULL, NULL, "MULTI") != REDIS_OK ||
-        redisAsyncCommandArgv(b->redis, NULL, NULL, (int)n + 2, b->recs, b->lens) != REDIS_OK ||
-        redisAsyncCommand(b->redis, NULL, NULL, "SET %s %llu EX %d", b->pushed_key, seq,
-                          PUSHED_TTL_S) != REDIS_OK ||
-        redisAsyncCommand(b->redis, push_cb, b, "EXEC") != REDIS_OK) {
+    redisAsyncContext *ac = redis_conn_ctx(b->redis);
+    if (ac == NULL || redisAsyncCommand(ac, NULL, NULL, "MULTI") != REDIS_OK ||
+        redisAsyncCommandArgv(ac, NULL, NULL, (int)n + 2, b->recs, b->lens) != REDIS_OK ||
+        redisAsyncCommand(ac, NULL, NULL, "SET %s %llu EX %d", b->pushed_key, seq, PUSHED_TTL_S) !=
+            REDIS_OK ||
+        redisAsyncCommand(ac, push_cb, b, "EXEC") != REDIS_OK) {
         /* the context is going away: its disconnect callback reconnects */
         spool_rewind(b->sp);
         return;
@@ -452,73 +448,35 @@ static void pushed_cb(redisAsyncContext *ac, void *reply, void *privdata)
         }
     } else if (r->type == REDIS_REPLY_ERROR) {
         log_error("billing: GET %s: %s; reconnecting", b->pushed_key, r->str);
-        redisAsyncDisconnect(ac); /* pushing without knowing could double a batch */
+        redis_conn_drop(b->redis); /* pushing without knowing could double a batch */
         return;
     }
     b->redis_ready = true;
     push(b);
 }
 
-static void redis_connected_cb(const redisAsyncContext *ac, int status)
+static void redis_up_cb(struct redis_conn *c, void *arg)
 {
-    struct billing *b = ac->data;
-    if (status != REDIS_OK) {
-        log_warn("billing: redis %s:%d: %s; records wait in the spool", b->cfg.redis_host,
-                 b->cfg.redis_port, ac->errstr);
-        b->redis = NULL;
-        timer_once(b->loop, &b->redis_retry, REDIS_RETRY_S);
-        return;
-    }
+    struct billing *b = arg;
     if (spool_pending_bytes(b->sp))
         log_info("billing: redis connected; pushing %llu spooled bytes",
                  (unsigned long long)spool_pending_bytes(b->sp));
-    redisAsyncCommand(b->redis, pushed_cb, b, "GET %s", b->pushed_key);
+    redisAsyncCommand(redis_conn_ctx(c), pushed_cb, b, "GET %s", b->pushed_key);
 }
 
-static void redis_disconnected_cb(const redisAsyncContext *ac, int status)
+static void redis_down_cb(struct redis_conn *c, bool was_up, const char *why, void *arg)
 {
-    struct billing *b = ac->data;
-    (void)status;
-    b->redis = NULL;
+    (void)c;
+    struct billing *b = arg;
     b->redis_ready = false;
     b->in_flight = false;
-    spool_rewind(b->sp); /* what was in flight: the GET after reconnecting tells */
-    log_warn("billing: redis connection lost; records wait in the spool");
-    timer_once(b->loop, &b->redis_retry, REDIS_RETRY_S);
-}
-
-static void redis_auth_cb(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    (void)ac;
-    (void)privdata;
-    redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_ERROR)
-        log_error("billing: redis AUTH/SELECT failed: %s", r->str);
-}
-
-static void redis_connect(struct billing *b)
-{
-    redisAsyncContext *ac = redisAsyncConnect(b->cfg.redis_host, b->cfg.redis_port);
-    if (!ac || ac->err) {
-        if (ac) redisAsyncFree(ac);
-        timer_once(b->loop, &b->redis_retry, REDIS_RETRY_S);
-        return;
+    if (was_up) {
+        spool_rewind(b->sp); /* what was in flight: the GET after reconnecting tells */
+        log_warn("billing: redis connection lost; records wait in the spool");
+    } else {
+        log_warn("billing: redis %s:%d: %s; records wait in the spool", b->cfg.redis_host,
+                 b->cfg.redis_port, why);
     }
-    ac->data = b;
-    redisLibevAttach(b->loop, ac);
-    redisAsyncSetConnectCallback(ac, redis_connected_cb);
-    redisAsyncSetDisconnectCallback(ac, redis_disconnected_cb);
-    if (b->cfg.redis_password && b->cfg.redis_password[0])
-        redisAsyncCommand(ac, redis_auth_cb, NULL, "AUTH %s", b->cfg.redis_password);
-    if (b->cfg.redis_db) redisAsyncCommand(ac, redis_auth_cb, NULL, "SELECT %u", b->cfg.redis_db);
-    b->redis = ac;
-}
-
-static void redis_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)loop;
-    (void)revents;
-    redis_connect(t->data);
 }
 
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -549,9 +507,10 @@ static void stop_cb(struct ev_loop *loop, ev_async *a, int revents)
 static void *billing_main(void *arg)
 {
     struct billing *b = arg;
-    redis_connect(b);
+    b->redis = redis_conn_start(b->loop, &b->redis_cfg, redis_up_cb, redis_down_cb, b);
+    if (!b->redis) log_error("billing: out of memory: records wait in the spool");
     ev_run(b->loop, 0);
-    if (b->redis) redisAsyncFree(b->redis);
+    redis_conn_stop(b->redis);
     return NULL;
 }
 
@@ -583,6 +542,14 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
     char err[512];
     if (!b) return NULL;
     b->cfg = *cfg;
+    b->redis_cfg = (struct redis_conn_config){
+        .host = b->cfg.redis_host,
+        .port = b->cfg.redis_port,
+        .password = b->cfg.redis_password,
+        .db = b->cfg.redis_db,
+        .name = "billing: redis",
+        .retry_s = REDIS_RETRY_S,
+    };
     b->stats = stats;
     b->lfd = -1;
     b->take_buf = malloc(TAKE_BUF);
@@ -600,16 +567,15 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
     if (open_dedup(b) != 0) goto fail;
     snprintf(b->pushed_key, sizeof(b->pushed_key), PUSHED_KEY "%016llx",
              (unsigned long long)spool_id(b->sp));
-    b->lfd = spoa_listen_socket(cfg->listen);
+    b->lfd = net_listen(cfg->listen);
     if (b->lfd < 0) goto fail;
     b->loop = ev_loop_new(EVFLAG_AUTO);
     ev_async_init(&b->stop, stop_cb);
     ev_io_init(&b->accept_io, accept_cb, b->lfd, EV_READ);
     ev_timer_init(&b->tick, tick_cb, SYNC_S, SYNC_S);
     ev_timer_init(&b->push_delay, push_delay_cb, PUSH_DELAY_S, 0.);
-    ev_timer_init(&b->redis_retry, redis_retry_cb, REDIS_RETRY_S, 0.);
     ev_timer_init(&b->replay_retry, replay_retry_cb, REPLAY_RETRY_S, 0.);
-    b->stop.data = b->accept_io.data = b->tick.data = b->redis_retry.data = b;
+    b->stop.data = b->accept_io.data = b->tick.data = b;
     b->replay_retry.data = b->push_delay.data = b;
     ev_async_start(b->loop, &b->stop);
     ev_io_start(b->loop, &b->accept_io);

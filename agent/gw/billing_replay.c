@@ -15,7 +15,7 @@
 #include "billing_record.h"
 #include "billing_replay.h"
 #include "log.h"
-#include "options.h"
+#include "net.h"
 
 #define READ_BUF (64 * 1024 + BILLING_LINE_MAX)
 
@@ -31,6 +31,8 @@ struct replay {
     replay_line_fn on_line;
     replay_done_fn on_done;
     void *arg;
+    struct net_resolve_job *job; /* the CLI's host name, being resolved off the loop */
+    int port;                    /* the CLI's TCP port */
     size_t len;
     char buf[READ_BUF];
 };
@@ -121,47 +123,72 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     finish(t->data, "timed out");
 }
 
-/* A non-blocking socket connecting to the CLI, or -1 (logged). */
-static int cli_connect(const char *cli)
+/* A non-blocking socket connecting to a unix socket path, or -1 (logged). */
+static int unix_connect(const char *cli)
 {
-    int fd = -1;
-    if (cli[0] == '/') {
-        struct sockaddr_un sun = {.sun_family = AF_UNIX};
-        if (strlen(cli) >= sizeof(sun.sun_path)) {
-            log_error("billing: HAProxy CLI path too long: %s", cli);
-            return -1;
-        }
-        strcpy(sun.sun_path, cli);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 &&
-            errno != EINPROGRESS && errno != EAGAIN) {
-            log_warn("billing: HAProxy CLI %s: %s", cli, strerror(errno));
-            close(fd);
-            return -1;
-        }
-        return fd;
-    }
-    char host[256], port[8];
-    int p;
-    if (!options_hostport(cli, host, sizeof(host), &p)) {
-        log_error("billing: HAProxy CLI address \"%s\": expected a socket path or host:port", cli);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(cli) >= sizeof(sun.sun_path)) {
+        log_error("billing: HAProxy CLI path too long: %s", cli);
         return -1;
     }
-    snprintf(port, sizeof(port), "%d", p);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
-    int rc = getaddrinfo(host, port, &hints, &ai);
-    if (rc != 0) {
-        log_warn("billing: HAProxy CLI %s: %s", cli, gai_strerror(rc));
-        return -1;
-    }
-    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+    strcpy(sun.sun_path, cli);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 && errno != EINPROGRESS &&
+        errno != EAGAIN) {
         log_warn("billing: HAProxy CLI %s: %s", cli, strerror(errno));
         close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* A non-blocking socket connecting to a numeric address and port, or -1 with
+ * the reason in err. */
+static int tcp_connect(const char *addr, int port, char *err, size_t errlen)
+{
+    char service[8];
+    snprintf(service, sizeof(service), "%d", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
+                    *ai;
+    int rc = getaddrinfo(addr, service, &hints, &ai); /* numeric: no DNS */
+    if (rc != 0) {
+        snprintf(err, errlen, "%s", gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS)) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        if (fd >= 0) close(fd);
         fd = -1;
     }
     freeaddrinfo(ai);
     return fd;
+}
+
+/* Waits for the connection to complete, then sends the command. */
+static void wait_connected(struct replay *r)
+{
+    ev_io_init(&r->io, connected_cb, r->fd, EV_WRITE);
+    r->io.data = r;
+    ev_io_start(r->loop, &r->io);
+}
+
+static void resolved_cb(void *arg, const char *addr, const char *err)
+{
+    struct replay *r = arg;
+    char why[320];
+    r->job = NULL;
+    if (!addr) {
+        finish(r, err);
+        return;
+    }
+    r->fd = tcp_connect(addr, r->port, why, sizeof(why));
+    if (r->fd < 0) {
+        finish(r, why);
+        return;
+    }
+    wait_connected(r);
 }
 
 struct replay *replay_start(struct ev_loop *loop, const char *cli, const char *ring,
@@ -177,19 +204,35 @@ struct replay *replay_start(struct ev_loop *loop, const char *cli, const char *r
         return NULL;
     }
     r->cmd_len = (size_t)n;
-    r->fd = cli_connect(cli);
-    if (r->fd < 0) {
-        free(r);
-        return NULL;
-    }
+    r->fd = -1;
     r->loop = loop;
     r->on_line = on_line;
     r->on_done = on_done;
     r->arg = arg;
-    ev_io_init(&r->io, connected_cb, r->fd, EV_WRITE);
     ev_timer_init(&r->timer, timeout_cb, timeout_s, 0.);
-    r->io.data = r->timer.data = r;
-    ev_io_start(loop, &r->io);
+    r->timer.data = r;
+
+    char host[256], why[320];
+    if (cli[0] == '/') {
+        r->fd = unix_connect(cli);
+    } else if (!net_parse_hostport(cli, host, sizeof(host), &r->port, 0)) {
+        log_error("billing: HAProxy CLI address \"%s\": expected a socket path or host:port", cli);
+    } else if (net_is_numeric(host)) {
+        r->fd = tcp_connect(host, r->port, why, sizeof(why));
+        if (r->fd < 0) log_warn("billing: HAProxy CLI %s: %s", cli, why);
+    } else {
+        /* a name: resolved off the billing loop; the timeout covers it too */
+        r->job = net_resolve_start(loop, host, resolved_cb, r);
+        if (r->job) {
+            ev_timer_start(loop, &r->timer);
+            return r;
+        }
+    }
+    if (r->fd < 0) {
+        free(r);
+        return NULL;
+    }
+    wait_connected(r);
     ev_timer_start(loop, &r->timer);
     return r;
 }
@@ -197,8 +240,11 @@ struct replay *replay_start(struct ev_loop *loop, const char *cli, const char *r
 void replay_cancel(struct replay *r)
 {
     if (!r) return;
-    ev_io_stop(r->loop, &r->io);
+    net_resolve_cancel(r->job);
+    if (r->fd >= 0) {
+        ev_io_stop(r->loop, &r->io);
+        close(r->fd);
+    }
     ev_timer_stop(r->loop, &r->timer);
-    close(r->fd);
     free(r);
 }

@@ -7,8 +7,8 @@
  * window (dedup.h) drops the ones it already has.
  *
  * Non-blocking, on the caller's libev loop (the billing thread). The CLI
- * address is a unix socket path ("/run/haproxy.sock") or host:port (resolved
- * when the replay starts); the socket needs level operator or admin.
+ * address is a unix socket path ("/run/haproxy.sock") or host:port (a name is
+ * resolved when the replay starts, off the loop: net.h); the socket needs level operator or admin.
  */
 #ifndef GW_BILLING_REPLAY_H
 #define GW_BILLING_REPLAY_H
@@ -32,7 +32,8 @@ typedef void (*replay_line_fn)(void *arg, const char *line, size_t len);
 typedef void (*replay_done_fn)(void *arg, const struct replay_report *report);
 
 /* Starts the dump; the callbacks run on loop. NULL (logged) when the
- * connection cannot even be started. */
+ * connection cannot even be started; a host name that does not resolve is
+ * reported through on_done. */
 struct replay *replay_start(struct ev_loop *loop, const char *cli, const char *ring,
                             double timeout_s, replay_line_fn on_line, replay_done_fn on_done,
                             void *arg);

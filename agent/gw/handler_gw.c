@@ -13,7 +13,8 @@
  *   duration (int, minutes). gw-health sets proxy_count, user_count,
  *   queue_length, snapshot_age, pg_ok, redis_ok.
  *
- * Each worker thread has its own hiredis connection on its own loop. The
+ * Each worker thread has its own Redis connection on its own loop
+ * (agent/common/redis_conn.h: the host resolved off the loop). The
  * balance GET is pipelined on it and bounded by a timer: no reply in time,
  * Redis down, or no key at all means "allow", as in the reference, and each
  * case is counted. Password hashes are checked on the crypt pool and the
@@ -27,15 +28,12 @@
 #include <string.h>
 #include <time.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#include <hiredis/adapters/libev.h>
-#pragma GCC diagnostic pop
-
+#include "clock.h"
 #include "ev_timer_once.h"
 #include "handler_gw.h"
 #include "log.h"
 #include "policy.h"
+#include "redis_conn.h"
 
 #define REDIS_RETRY_S 1.0
 #define QUEUE_POLL_S  2.0
@@ -43,6 +41,7 @@
 
 struct gw_global {
     struct gw_config *cfg;
+    struct redis_conn_config redis; /* from cfg, shared by the threads' connections */
     struct gw_stats *stats;
     atomic_bool poller_taken; /* one thread polls LLEN traffic:logs */
 };
@@ -69,12 +68,9 @@ struct gw_thread {
     struct snapshot_ref ref;
     struct policy_ctx pctx;
     struct crypt_inbox *inbox;
-    redisAsyncContext *redis;
-    bool redis_ready;
-    bool stopping;
-    ev_timer redis_retry;
-    ev_timer queue_poll; /* only on the poller thread */
-    ev_timer snap_tick;  /* moves ref to the current snapshot while no request does */
+    struct redis_conn *redis; /* agent/common/redis_conn.h: resolves, AUTH, SELECT, reconnects */
+    ev_timer queue_poll;      /* only on the poller thread */
+    ev_timer snap_tick;       /* moves ref to the current snapshot while no request does */
     bool poller;
     struct gw_wait *waits;
 };
@@ -237,7 +233,8 @@ static void finish(struct gw_thread *t, struct spoa_req *req, struct gw_wait *w,
         if (w) wait_free(w);
         return;
     }
-    if (!t->redis_ready) {
+    redisAsyncContext *ac = redis_conn_ctx(t->redis);
+    if (!ac) {
         STAT_ADD(t, balance_unreachable);
         answer(t, req, v);
         if (w) wait_free(w);
@@ -248,7 +245,7 @@ static void finish(struct gw_thread *t, struct spoa_req *req, struct gw_wait *w,
         return;
     }
     if (&w->v != v) w->v = *v;
-    if (redisAsyncCommand(t->redis, balance_reply_cb, w, "GET balance:cache:%b", w->v.user,
+    if (redisAsyncCommand(ac, balance_reply_cb, w, "GET balance:cache:%b", w->v.user,
                           strlen(w->v.user)) != REDIS_OK) {
         STAT_ADD(t, balance_unreachable);
         answer(t, req, &w->v);
@@ -261,70 +258,23 @@ static void finish(struct gw_thread *t, struct spoa_req *req, struct gw_wait *w,
     ev_timer_start(t->loop, &w->timer);
 }
 
-static void redis_connect(struct gw_thread *t);
-
-static void redis_retry_cb(struct ev_loop *loop, ev_timer *timer, int revents)
+static void redis_up_cb(struct redis_conn *c, void *arg)
 {
-    (void)loop;
-    (void)revents;
-    redis_connect(timer->data);
-}
-
-static void redis_connected_cb(const redisAsyncContext *ac, int status)
-{
-    struct gw_thread *t = ac->data;
-    if (status != REDIS_OK) {
-        log_warn("redis %s:%d: %s; balances allowed until it is back", t->g->cfg->redis_host,
-                 t->g->cfg->redis_port, ac->errstr);
-        t->redis = NULL; /* hiredis frees the context after this callback */
-        atomic_store(&t->g->stats->redis_ok, false);
-        if (!t->stopping) timer_once(t->loop, &t->redis_retry, REDIS_RETRY_S);
-        return;
-    }
-    t->redis_ready = true;
+    (void)c;
+    struct gw_thread *t = arg;
     atomic_store(&t->g->stats->redis_ok, true);
 }
 
-static void redis_disconnected_cb(const redisAsyncContext *ac, int status)
+static void redis_down_cb(struct redis_conn *c, bool was_up, const char *why, void *arg)
 {
-    struct gw_thread *t = ac->data;
-    t->redis = NULL;
-    t->redis_ready = false;
-    if (status != REDIS_OK) {
-        log_warn("redis connection lost: %s", ac->errstr);
-        atomic_store(&t->g->stats->redis_ok, false);
-    }
-    if (!t->stopping) timer_once(t->loop, &t->redis_retry, REDIS_RETRY_S);
-}
-
-static void auth_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    (void)ac;
-    (void)privdata;
-    redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_ERROR) log_error("redis AUTH/SELECT failed: %s", r->str);
-}
-
-static void redis_connect(struct gw_thread *t)
-{
-    struct gw_config *cfg = t->g->cfg;
-    redisAsyncContext *ac = redisAsyncConnect(cfg->redis_host, cfg->redis_port);
-    if (!ac || ac->err) {
-        log_warn("redis %s:%d: %s", cfg->redis_host, cfg->redis_port,
-                 ac ? ac->errstr : "out of memory");
-        if (ac) redisAsyncFree(ac);
-        timer_once(t->loop, &t->redis_retry, REDIS_RETRY_S);
-        return;
-    }
-    ac->data = t;
-    redisLibevAttach(t->loop, ac);
-    redisAsyncSetConnectCallback(ac, redis_connected_cb);
-    redisAsyncSetDisconnectCallback(ac, redis_disconnected_cb);
-    /* queued before any GET, so they run first once connected */
-    if (cfg->redis_password && cfg->redis_password[0])
-        redisAsyncCommand(ac, auth_reply_cb, NULL, "AUTH %s", cfg->redis_password);
-    if (cfg->redis_db) redisAsyncCommand(ac, auth_reply_cb, NULL, "SELECT %u", cfg->redis_db);
-    t->redis = ac;
+    (void)c;
+    struct gw_thread *t = arg;
+    if (was_up)
+        log_warn("redis connection lost: %s", why);
+    else
+        log_warn("redis %s:%d: %s; balances allowed until it is back", t->g->redis.host,
+                 t->g->redis.port, why);
+    atomic_store(&t->g->stats->redis_ok, false);
 }
 
 static void llen_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
@@ -341,8 +291,9 @@ static void queue_poll_cb(struct ev_loop *loop, ev_timer *timer, int revents)
     (void)loop;
     (void)revents;
     struct gw_thread *t = timer->data;
-    if (t->redis_ready)
-        redisAsyncCommand(t->redis, llen_reply_cb, t, "LLEN traffic:logs");
+    redisAsyncContext *ac = redis_conn_ctx(t->redis);
+    if (ac)
+        redisAsyncCommand(ac, llen_reply_cb, t, "LLEN traffic:logs");
     else
         atomic_store(&t->g->stats->queue_length, -1);
 }
@@ -468,9 +419,7 @@ static void on_health(struct gw_thread *t, struct spoa_req *req)
     const struct snapshot *snap = snapshot_store_current(t->g->cfg->store, &t->ref);
     struct snapshot_store_status st;
     snapshot_store_status(t->g->cfg->store, &st);
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    int64_t now_ms = clock_wall_ms();
     /* since the data was last read or confirmed unchanged (an empty delta) */
     int64_t fresh_ms = snapshot_loaded_at_ms(snap);
     if (st.last_ok_ms > fresh_ms) fresh_ms = st.last_ok_ms;
@@ -481,7 +430,7 @@ static void on_health(struct gw_thread *t, struct spoa_req *req)
     set_int(req, "queue_length", atomic_load(&t->g->stats->queue_length));
     set_int(req, "snapshot_age", age < 0 ? 0 : age);
     set_int(req, "pg_ok", st.postgres_ok);
-    set_int(req, "redis_ok", t->g->cfg->balance_checks ? t->redis_ready : 1);
+    set_int(req, "redis_ok", t->g->cfg->balance_checks ? redis_conn_ctx(t->redis) != NULL : 1);
     spoa_req_done(req);
 }
 
@@ -520,14 +469,16 @@ static void *gw_thread_init(struct ev_loop *loop, void *global)
         log_error("out of memory starting a worker");
         abort();
     }
-    ev_timer_init(&t->redis_retry, redis_retry_cb, REDIS_RETRY_S, 0.);
-    t->redis_retry.data = t;
     ev_timer_init(&t->snap_tick, snap_tick_cb, SNAP_TICK_S, SNAP_TICK_S);
     t->snap_tick.data = t;
     ev_timer_start(loop, &t->snap_tick);
     ev_unref(loop); /* housekeeping does not keep the loop alive */
     if (t->g->cfg->balance_checks) {
-        redis_connect(t);
+        t->redis = redis_conn_start(loop, &t->g->redis, redis_up_cb, redis_down_cb, t);
+        if (!t->redis) {
+            log_error("out of memory starting a worker");
+            abort();
+        }
         bool expected = false;
         if (atomic_compare_exchange_strong(&t->g->poller_taken, &expected, true)) {
             t->poller = true;
@@ -543,14 +494,12 @@ static void *gw_thread_init(struct ev_loop *loop, void *global)
 static void gw_thread_fini(void *tctx)
 {
     struct gw_thread *t = tctx;
-    t->stopping = true;
     if (t->poller) {
         ev_ref(t->loop);
         ev_timer_stop(t->loop, &t->queue_poll);
     }
     ev_ref(t->loop);
     ev_timer_stop(t->loop, &t->snap_tick);
-    ev_timer_stop(t->loop, &t->redis_retry);
     crypt_inbox_free(t->inbox); /* runs the last hash callbacks */
     /* Answer what still waits (its connection is gone anyway), then let
      * hiredis call back every pending command with a NULL reply. */
@@ -560,7 +509,7 @@ static void gw_thread_fini(void *tctx)
             answer(t, w->req, &w->v);
         }
     }
-    if (t->redis) redisAsyncFree(t->redis); /* callbacks free the waits they hold */
+    redis_conn_stop(t->redis); /* callbacks free the waits they hold */
     while (t->waits)
         wait_free(t->waits);
     snapshot_ref_release(&t->ref);
@@ -572,6 +521,14 @@ void handler_gw_init(struct spoa_handler *h, struct gw_config *cfg, struct gw_st
     static struct gw_global g;
     g.cfg = cfg;
     g.stats = stats;
+    g.redis = (struct redis_conn_config){
+        .host = cfg->redis_host,
+        .port = cfg->redis_port,
+        .password = cfg->redis_password,
+        .db = cfg->redis_db,
+        .name = "redis",
+        .retry_s = REDIS_RETRY_S,
+    };
     atomic_store(&stats->queue_length, -1);
     memset(h, 0, sizeof(*h));
     h->name = "gateway";

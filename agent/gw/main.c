@@ -19,6 +19,7 @@
 #include "handler_echo.h"
 #include "handler_gw.h"
 #include "log.h"
+#include "net.h"
 #include "options.h"
 #include "spoa.h"
 
@@ -157,7 +158,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         fprintf(stderr, "gw-agent: POSTGRES_URI is required (or --postgres-uri)\n");
         return 2;
     }
-    if (!options_hostport(values[O_REDIS_ADDR], redis_host, sizeof(redis_host), &redis_port)) {
+    if (!net_parse_hostport(values[O_REDIS_ADDR], redis_host, sizeof(redis_host), &redis_port, 0)) {
         fprintf(stderr, "gw-agent: REDIS_ADDR='%s': expected host:port\n", values[O_REDIS_ADDR]);
         return 2;
     }

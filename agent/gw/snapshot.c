@@ -48,20 +48,6 @@
 /* Longest username or password kept (the schema says 255 characters). */
 #define USER_STR_MAX 65535u
 
-int64_t snapshot_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t snapshot_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 const char *snapshot_printable(const char *s, size_t len, char *buf, size_t cap)
 {
     size_t n = 0;
@@ -361,8 +347,8 @@ struct snapshot_builder *snapshot_builder_new(int64_t loaded_at_ms)
     s->trie = t;
     if (getrandom(s->key, sizeof(s->key), GRND_NONBLOCK) != (ssize_t)sizeof(s->key)) {
         /* no entropy yet (early boot): still distinct per snapshot */
-        s->key[0] = (uint64_t)snapshot_mono_ms() * 0x9e3779b97f4a7c15ull ^ (uintptr_t)s;
-        s->key[1] = (uint64_t)snapshot_wall_ms() ^ (uint64_t)getpid() << 32;
+        s->key[0] = (uint64_t)clock_mono_ms() * 0x9e3779b97f4a7c15ull ^ (uintptr_t)s;
+        s->key[1] = (uint64_t)clock_wall_ms() ^ (uint64_t)getpid() << 32;
     }
     b->s = s;
     return b;
@@ -957,8 +943,7 @@ struct snapshot *snapshot_builder_finish(struct snapshot_builder *b, snapshot_re
     if (b == NULL) return NULL;
     if ((b->patch_ips != NULL && patch_ips(b) != 0) || carry_over(b->s, b->prev) != 0 ||
         index_users(b) != 0 ||
-        (b->s->provs_from == NULL &&
-         finish_providers(b, resolve != NULL ? resolve : snapshot_resolve_dns, arg) != 0)) {
+        (b->s->provs_from == NULL && finish_providers(b, resolve, arg) != 0)) {
         snapshot_builder_abort(b);
         return NULL;
     }
@@ -993,32 +978,6 @@ struct snapshot *snapshot_build(const struct snapshot_rows *rows, snapshot_resol
 oom:
     snapshot_builder_abort(b);
     return NULL;
-}
-
-int snapshot_resolve_dns(void *arg, const char *host, char addr[46])
-{
-    (void)arg;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
-    int rc = getaddrinfo(host, NULL, &hints, &res);
-    if (rc != 0) {
-        log_warn("snapshot: cannot resolve '%s': %s", host,
-                 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-        return -1;
-    }
-    const struct addrinfo *pick = NULL;
-    for (ai = res; ai != NULL && pick == NULL; ai = ai->ai_next)
-        if (ai->ai_family == AF_INET) pick = ai;
-    for (ai = res; ai != NULL && pick == NULL; ai = ai->ai_next)
-        if (ai->ai_family == AF_INET6) pick = ai;
-    const void *a = NULL;
-    if (pick != NULL && pick->ai_family == AF_INET)
-        a = &((const struct sockaddr_in *)(const void *)pick->ai_addr)->sin_addr;
-    else if (pick != NULL)
-        a = &((const struct sockaddr_in6 *)(const void *)pick->ai_addr)->sin6_addr;
-    rc = a != NULL && inet_ntop(pick->ai_family, a, addr, 46) != NULL ? 0 : -1;
-    freeaddrinfo(res);
-    if (rc != 0) log_warn("snapshot: '%s' has no IPv4 or IPv6 address", host);
-    return rc;
 }
 
 /* --- the store: publication ------------------------------------------------------------- */

@@ -221,15 +221,15 @@ struct snapshot_rows {
 };
 
 /* Resolves host (a name or an address, without brackets) into addr as IP
- * text; returns 0, or -1 when it does not resolve. May block (DNS). */
+ * text; returns 0, or -1 when it does not resolve. May block (DNS). The
+ * snapshot itself never resolves: the loader passes DNS (net_resolve, with
+ * the previous snapshot's addresses as fallback), the file reader the saved
+ * addresses, the tests their own table. */
 typedef int (*snapshot_resolve_fn)(void *arg, const char *host, char addr[46]);
-
-/* getaddrinfo(3): the first IPv4 address, else the first IPv6 one. */
-int snapshot_resolve_dns(void *arg, const char *host, char addr[46]);
 
 /*
  * Builds a snapshot from rows (copied: the rows may go away afterwards).
- * resolve (NULL: snapshot_resolve_dns) is called once per distinct provider
+ * resolve (required) is called once per distinct provider
  * host that has no addr, from this thread. Returns NULL only when out of
  * memory. Free with snapshot_free unless given to a store.
  */

@@ -302,7 +302,7 @@ int snapshot_file_write(const struct snapshot *s, const char *path, char *err, s
     uint8_t hdr[SNAPSHOT_FILE_HEADER_LEN] = {0};
     struct enc e = {.sink = file_sink, .arg = f};
     int rc = fwrite(hdr, 1, sizeof(hdr), f) == sizeof(hdr) ? 0 : -1;
-    if (rc == 0) rc = encode_body(s, snapshot_wall_ms(), &e);
+    if (rc == 0) rc = encode_body(s, clock_wall_ms(), &e);
     if (rc == 0) rc = fflush(f);
     if (rc == 0) {
         make_header(hdr, e.len, e.crc);

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 #include "iptrie.h"
+#include "clock.h"
 #include "snapshot.h"
 
 /* A whitelist row as loaded, kept only to write the snapshot file. */
@@ -109,7 +110,7 @@ int snapshot_builder_provider(struct snapshot_builder *b, const struct snapshot_
 /* Adds counts of rows skipped before (a file keeps its original load's). */
 void snapshot_builder_add_skips(struct snapshot_builder *b, const struct snapshot_skips *k);
 /* Indexes the users, drops repeated slugs, resolves the providers' hosts
- * (resolve NULL: snapshot_resolve_dns) and returns the snapshot; the builder
+ * (with resolve, required) and returns the snapshot; the builder
  * is gone either way. NULL when out of memory. */
 struct snapshot *snapshot_builder_finish(struct snapshot_builder *b, snapshot_resolve_fn resolve,
                                          void *arg);
@@ -164,10 +165,6 @@ struct snapshot_store {
 struct snapshot_store *snapshot_store_alloc(struct snapshot *first);
 /* Frees the store and drops its reference to the current snapshot. */
 void snapshot_store_free(struct snapshot_store *st);
-
-/* Wall-clock and monotonic time, ms. */
-int64_t snapshot_wall_ms(void);
-int64_t snapshot_mono_ms(void);
 
 /* s[0..len) for a log line: at most about cap - 1 bytes, bytes outside
  * printable ASCII as '?', "..." when cut. Returns buf. */

@@ -62,6 +62,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "net.h"
 #include "pg.h"
 
 /* Rows per FETCH from a cursor. PostgreSQL sends a FETCH's rows in one
@@ -268,7 +269,9 @@ static int pg_cursor(PGconn *c, const char *name, const char *sql, struct snapsh
  */
 static int resolve_with_fallback(void *arg, const char *host, char addr[46])
 {
-    if (snapshot_resolve_dns(NULL, host, addr) == 0) return 0;
+    char err[320];
+    if (net_resolve(host, addr, err, sizeof(err)) == 0) return 0;
+    log_warn("snapshot: %s", err);
     const struct snapshot *prev = arg;
     if (prev == NULL) return -1;
     size_t hlen = strlen(host);
@@ -352,7 +355,7 @@ static struct snapshot *pg_load(struct snapshot_loader *l, const struct snapshot
                                 size_t errlen)
 {
     PGconn *c = l->conn;
-    struct snapshot_builder *b = snapshot_builder_new(snapshot_wall_ms());
+    struct snapshot_builder *b = snapshot_builder_new(clock_wall_ms());
     if (b == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -411,7 +414,7 @@ static int add_changed_users(struct snapshot_builder **b, struct snapshot *prev,
                  n > DELTA_MAX_ROWS ? (size_t)DELTA_MAX_ROWS : piled);
         return -1;
     }
-    if (n > 0 && *b == NULL && (*b = snapshot_builder_delta(prev, snapshot_wall_ms(), 0)) == NULL) {
+    if (n > 0 && *b == NULL && (*b = snapshot_builder_delta(prev, clock_wall_ms(), 0)) == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -518,7 +521,7 @@ static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *pr
         build |= READ_IPS;
     }
     if (build) {
-        if ((b = snapshot_builder_delta(prev, snapshot_wall_ms(), build)) == NULL) {
+        if ((b = snapshot_builder_delta(prev, clock_wall_ms(), build)) == NULL) {
             snprintf(err, errlen, "out of memory");
             goto whole;
         }
@@ -590,7 +593,7 @@ static struct snapshot *attempt(struct snapshot_loader *l, unsigned *read, char 
         *read = READ_WHOLE; /* notifications may have been missed meanwhile */
         if ((l->conn = loader_connect(l, err, errlen)) == NULL) return NULL;
     }
-    int64_t t0 = snapshot_mono_ms();
+    int64_t t0 = clock_mono_ms();
     struct snapshot *prev = l->st ? current(l->st) : NULL; /* none at the first load */
     struct snapshot *s = NULL;
     enum delta_result dr = DELTA_WHOLE;
@@ -606,7 +609,7 @@ static struct snapshot *attempt(struct snapshot_loader *l, unsigned *read, char 
     }
     snapshot_release(prev);
     if (s != NULL || err[0] == '\0') {
-        int64_t d = snapshot_mono_ms() - t0;
+        int64_t d = clock_mono_ms() - t0;
         l->last_load_ms = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
     } else if (PQstatus(l->conn) != CONNECTION_OK) {
         PQfinish(l->conn);
@@ -648,14 +651,14 @@ static void log_loaded(const struct snapshot_loader *l, const struct snapshot *s
 static void save(struct snapshot_loader *l, const struct snapshot *s)
 {
     l->dirty = false;
-    l->last_save = snapshot_mono_ms();
+    l->last_save = clock_mono_ms();
     if (l->path == NULL) return;
     char err[512];
-    int64_t t0 = snapshot_mono_ms();
+    int64_t t0 = clock_mono_ms();
     if (snapshot_file_write(s, l->path, err, sizeof(err)) != 0)
         log_error("snapshot: cannot save the snapshot file: %s", err);
     else
-        log_debug("snapshot: saved %s in %lld ms", l->path, (long long)(snapshot_mono_ms() - t0));
+        log_debug("snapshot: saved %s in %lld ms", l->path, (long long)(clock_mono_ms() - t0));
 }
 
 /* The store's current snapshot, with a reference for the caller (NULL when
@@ -690,7 +693,7 @@ static void loaded(struct snapshot_loader *l, struct snapshot *s, unsigned read)
     bool was_ok = st->status.postgres_ok, was_disk = st->status.from_disk;
     st->status.postgres_ok = true;
     st->status.loads_ok++;
-    st->status.last_ok_ms = snapshot_wall_ms();
+    st->status.last_ok_ms = clock_wall_ms();
     st->status.last_load_ms = l->last_load_ms;
     if (s != NULL) st->status.from_disk = false;
     pthread_mutex_unlock(&st->mu);
@@ -715,7 +718,7 @@ static void loaded(struct snapshot_loader *l, struct snapshot *s, unsigned read)
             log_loaded(l, s, read, now.generation);
         l->dirty = true;
     }
-    if (l->dirty && (read != 0 || snapshot_mono_ms() - l->last_save >= l->refresh_ms)) {
+    if (l->dirty && (read != 0 || clock_mono_ms() - l->last_save >= l->refresh_ms)) {
         struct snapshot *cur = s != NULL ? s : current(st);
         save(l, cur);
         if (s == NULL) snapshot_release(cur);
@@ -751,7 +754,7 @@ static void *loader_main(void *arg)
     /* started from the file (PostgreSQL down, or up but the load failed):
      * retry soon; else the next load is the periodic one */
     bool healthy = l->save_first;
-    int64_t now = snapshot_mono_ms();
+    int64_t now = clock_mono_ms();
     int64_t backoff = healthy ? 0 : FIRST_BACKOFF_MS;
     int64_t due = now + (healthy ? l->refresh_ms : backoff); /* next load attempt */
     int64_t gap = l->last_load_ms; /* least time between a load's end and a triggered one */
@@ -764,7 +767,7 @@ static void *loader_main(void *arg)
     while (!atomic_load(&l->stopping)) {
         /* replaced snapshots are freed here, off the workers' loops */
         size_t held = snapshot_store_reap(l->st);
-        now = snapshot_mono_ms();
+        now = clock_mono_ms();
         if (l->conn != NULL && PQstatus(l->conn) != CONNECTION_OK) {
             lost(l);
             due = now; /* once at once, then back off */
@@ -804,7 +807,7 @@ static void *loader_main(void *arg)
         if (now - l->last_providers >= l->refresh_ms) read |= READ_PROVIDERS;
         pending = 0;
         struct snapshot *s = attempt(l, &read, err, sizeof(err));
-        now = snapshot_mono_ms();
+        now = clock_mono_ms();
         if (s != NULL || err[0] == '\0') {
             if (read & READ_PROVIDERS) l->last_providers = now;
             if (read == READ_WHOLE) {
@@ -813,7 +816,7 @@ static void *loader_main(void *arg)
             }
             loaded(l, s, read);
             backoff = 0;
-            last_end = snapshot_mono_ms();
+            last_end = clock_mono_ms();
             gap = l->last_load_ms;
             due = last_end + l->refresh_ms;
             /* commits that landed during the load */
@@ -831,7 +834,7 @@ static void *loader_main(void *arg)
         format_time(snapshot_loaded_at_ms(cur), when, sizeof(when));
         log_error("snapshot: load from PostgreSQL failed: %s; still serving the snapshot read at "
                   "%s (%lld s ago); retrying in %lld ms",
-                  err, when, (long long)((snapshot_wall_ms() - snapshot_loaded_at_ms(cur)) / 1000),
+                  err, when, (long long)((clock_wall_ms() - snapshot_loaded_at_ms(cur)) / 1000),
                   (long long)backoff);
         snapshot_release(cur);
     }
@@ -896,7 +899,7 @@ struct snapshot_store *snapshot_store_start(const struct snapshot_store_config *
                       "PostgreSQL at %s (%lld s ago): %zu users, %zu whitelist prefixes, %zu "
                       "providers; changes made since then are not seen until PostgreSQL is "
                       "reachable",
-                      l->path, when, (long long)((snapshot_wall_ms() - at) / 1000),
+                      l->path, when, (long long)((clock_wall_ms() - at) / 1000),
                       snapshot_user_count(s), snapshot_ip_count(s), snapshot_provider_count(s));
             from_disk = true;
         }

@@ -49,8 +49,6 @@ void spoa_req_done(struct spoa_req *req);
 /* True once the connection the NOTIFY came on has closed: the answer will be
  * dropped, so an asynchronous handler may skip the remaining work. */
 bool spoa_req_orphaned(const struct spoa_req *req);
-/* Monotonic time (ms) at which the NOTIFY was read. */
-uint64_t spoa_req_started_ms(const struct spoa_req *req);
 
 /* Counters, summed over all workers; relaxed atomics, read at any time. */
 struct spoa_stats {
@@ -85,13 +83,5 @@ int spoa_server_run(const struct spoa_config *cfg, const struct spoa_handler *ha
 /* Asks a running server to stop as SIGTERM would; callable from any thread
  * (used by tests and embedders). */
 void spoa_server_stop(void);
-
-/* Parses "host:port", "[v6]:port", ":port" or "*:port" and binds a
- * non-blocking, close-on-exec listening socket. Returns the fd, or -1 with
- * the reason logged. */
-int spoa_listen_socket(const char *spec);
-
-/* Monotonic clock in milliseconds. */
-uint64_t spoa_now_ms(void);
 
 #endif

@@ -69,7 +69,6 @@ struct spoa_req {
     struct spoa_conn *conn; /* NULL once orphaned */
     struct spoa_worker *w;
     struct spoa_req *prev, *next; /* conn->inflight, or w->free_reqs via next */
-    uint64_t started_ms;
     uint64_t stream_id, frame_id; /* echoed in the ACK */
     unsigned nactions;
     size_t frame_start;
@@ -244,11 +243,6 @@ bool spoa_req_orphaned(const struct spoa_req *r)
     return r->conn == NULL;
 }
 
-uint64_t spoa_req_started_ms(const struct spoa_req *r)
-{
-    return r->started_ms;
-}
-
 void spoa_req_done(struct spoa_req *r)
 {
     struct spoa_conn *c = r->conn;
@@ -328,7 +322,6 @@ static void handle_notify(struct spoa_conn *c, const struct spop_frame *f)
     STAT_INC(w, notify_frames);
     r->w = w;
     r->conn = c;
-    r->started_ms = (uint64_t)(ev_now(w->loop) * 1000.0);
     r->prev = NULL;
     r->next = c->inflight;
     if (c->inflight) c->inflight->prev = r;

@@ -25,6 +25,7 @@
 
 #include "ev_timer_once.h"
 #include "log.h"
+#include "net.h"
 #include "spoa_worker.h"
 
 #define ACCEPT_RETRY_S 0.1 /* after EMFILE and the like, accepting pauses this long */
@@ -41,54 +42,6 @@ struct server {
     unsigned next_worker;
     bool stopping;
 };
-
-uint64_t spoa_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-int spoa_listen_socket(const char *spec)
-{
-    char host[256];
-    const char *colon = strrchr(spec, ':');
-    if (!colon || colon[1] == '\0') {
-        log_error("listen address '%s': expected host:port", spec);
-        return -1;
-    }
-    size_t hlen = (size_t)(colon - spec);
-    const char *h = spec;
-    if (hlen >= 2 && spec[0] == '[' && spec[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    if (hlen >= sizeof(host)) {
-        log_error("listen address '%s': host too long", spec);
-        return -1;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res;
-    bool any = hlen == 0 || strcmp(host, "*") == 0;
-    int rc = getaddrinfo(any ? NULL : host, colon + 1, &hints, &res);
-    if (rc != 0) {
-        log_error("listen address '%s': %s", spec, gai_strerror(rc));
-        return -1;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
-        log_error("listen on %s: %s", spec, strerror(errno));
-        if (fd >= 0) close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
 
 /* --- worker threads ------------------------------------------------------------ */
 
@@ -272,15 +225,6 @@ void spoa_server_stop(void)
     if (loop && a) ev_async_send(loop, a);
 }
 
-static uint16_t bound_port(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) return 0;
-    if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-}
-
 int spoa_server_run(const struct spoa_config *cfg, const struct spoa_handler *handler,
                     struct spoa_stats *stats)
 {
@@ -288,7 +232,7 @@ int spoa_server_run(const struct spoa_config *cfg, const struct spoa_handler *ha
     unsigned started = 0;
     int rc = -1;
 
-    s.lfd = spoa_listen_socket(cfg->listen);
+    s.lfd = net_listen(cfg->listen);
     if (s.lfd < 0) return -1;
     s.loop = ev_default_loop(EVFLAG_AUTO);
     s.workers = calloc(cfg->threads, sizeof(*s.workers));
@@ -321,9 +265,9 @@ int spoa_server_run(const struct spoa_config *cfg, const struct spoa_handler *ha
     ev_async_start(s.loop, &s.stop);
     atomic_store(&running_loop, s.loop);
     atomic_store(&running_stop, &s.stop);
-    atomic_store(&stats->listen_port, bound_port(s.lfd));
+    atomic_store(&stats->listen_port, net_bound_port(s.lfd));
     log_info("listening on %s (port %u) with %u worker thread(s), max-frame-size %u", cfg->listen,
-             bound_port(s.lfd), cfg->threads, cfg->max_frame_size);
+             net_bound_port(s.lfd), cfg->threads, cfg->max_frame_size);
     ev_run(s.loop, 0);
     atomic_store(&running_stop, NULL);
     atomic_store(&running_loop, NULL);

@@ -49,8 +49,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "pg.h"
+#include "redis_conn.h"
 
 #define FETCH_ROWS           10000 /* balances rows per FETCH during a rebuild */
 #define STATEMENT_TIMEOUT_S  60
@@ -316,19 +318,12 @@ struct worker {
     unsigned dead_logged;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Sleeps ms, or less when a stop was asked for. */
 static void nap(struct worker *w, unsigned ms)
 {
-    int64_t end = now_ms() + ms;
+    int64_t end = clock_mono_ms() + ms;
     while (!*w->stop) {
-        int64_t left = end - now_ms();
+        int64_t left = end - clock_mono_ms();
         if (left <= 0) break;
         struct timespec ts = {left / 1000, (left % 1000) * 1000000};
         nanosleep(&ts, NULL); /* EINTR: look at *stop again */
@@ -386,38 +381,18 @@ static int pg_open(struct worker *w)
     return 0;
 }
 
+/* One blocking connection with AUTH and SELECT (agent/common/redis_conn.h). */
 static redisContext *redis_connect_one(const struct settle_config *cfg, char *err, size_t errlen)
 {
     struct timeval tv = {cfg->timeout_ms / 1000, (cfg->timeout_ms % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
-    if (c == NULL || c->err) {
-        snprintf(err, errlen, "%s", c ? c->errstr : "out of memory");
-        if (c) redisFree(c);
-        return NULL;
-    }
-    if (redisSetTimeout(c, tv) != REDIS_OK) {
-        snprintf(err, errlen, "cannot set the socket timeout");
-        redisFree(c);
-        return NULL;
-    }
-    redisEnableKeepAlive(c);
-    redisReply *r = NULL;
-    if (cfg->redis_password[0]) {
-        r = redisCommand(c, "AUTH %s", cfg->redis_password);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) goto fail;
-        freeReplyObject(r);
-    }
-    if (cfg->redis_db != 0) {
-        r = redisCommand(c, "SELECT %u", cfg->redis_db);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) goto fail;
-        freeReplyObject(r);
-    }
-    return c;
-fail:
-    snprintf(err, errlen, "%s", r ? r->str : c->errstr);
-    if (r) freeReplyObject(r);
-    redisFree(c);
-    return NULL;
+    struct redis_conn_config rc = {
+        .host = cfg->redis_host,
+        .port = cfg->redis_port,
+        .password = cfg->redis_password,
+        .db = cfg->redis_db,
+        .name = "settle: Redis",
+    };
+    return redis_sync_connect(&rc, tv, err, errlen);
 }
 
 static int redis_open(struct worker *w)
@@ -477,7 +452,7 @@ static void pg_service(struct worker *w)
 static enum outcome rebuild_cache(struct worker *w)
 {
     char err[512];
-    int64_t start = now_ms();
+    int64_t start = clock_mono_ms();
     uint64_t sets = 0;
     enum outcome o = OK;
     if (pg_command(w->pg, "BEGIN READ ONLY", err, sizeof(err)) != 0) goto pg_fail;
@@ -526,11 +501,11 @@ static enum outcome rebuild_cache(struct worker *w)
     }
     if (pg_command(w->pg, "COMMIT", err, sizeof(err)) != 0) goto pg_fail;
     if (o != OK) return o;
-    int64_t took = now_ms() - start;
+    int64_t took = clock_mono_ms() - start;
     w->st->rebuilds++;
     w->st->cache_sets += sets;
     w->need_rebuild = false;
-    w->rebuild_after = now_ms() + took; /* at most half the time on rebuilds */
+    w->rebuild_after = clock_mono_ms() + took; /* at most half the time on rebuilds */
     log_info("settle: balance cache rebuilt: %" PRIu64 " users in %" PRId64 " ms", sets, took);
     return OK;
 pg_fail:
@@ -579,7 +554,7 @@ static enum outcome dead_letter(struct worker *w, struct item *it, const char *r
 {
     it->dead = traffic_dead_letter(reason, it->raw, it->len, &it->dead_len);
     if (it->dead == NULL) return FATAL;
-    int64_t minute = now_ms() / 60000;
+    int64_t minute = clock_mono_ms() / 60000;
     if (minute != w->dead_log_minute) {
         if (w->dead_logged > DEAD_LOGS_PER_MINUTE)
             log_warn("settle: %u more dead letters in the last minute were not logged",
@@ -792,22 +767,23 @@ static enum outcome wait_for_records(struct worker *w)
         if (redisBufferWrite(w->rq, &done) != REDIS_OK)
             return redis_check(w, w->rq, NULL, "BLMOVE");
     } while (!done);
-    int64_t deadline = now_ms() + w->cfg->idle_ms + w->cfg->timeout_ms;
+    int64_t deadline = clock_mono_ms() + w->cfg->idle_ms + w->cfg->timeout_ms;
     for (;;) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - clock_mono_ms();
         if (left <= 0) {
             log_warn("settle: Redis: no answer to BLMOVE within %u ms",
                      w->cfg->idle_ms + w->cfg->timeout_ms);
             return REDIS_DOWN;
         }
         if (w->need_rebuild && w->pg != NULL) {
-            int64_t until = w->rebuild_after - now_ms();
+            int64_t until = w->rebuild_after - clock_mono_ms();
             if (until <= 0) {
                 enum outcome o = rebuild_cache(w);
                 if (o == PG_DOWN) {
                     pg_close(w);
                 } else if (o == PG_RETRY) {
-                    w->rebuild_after = now_ms() + settle_backoff_ms(2, w->cfg->backoff_max_ms);
+                    w->rebuild_after =
+                        clock_mono_ms() + settle_backoff_ms(2, w->cfg->backoff_max_ms);
                 } else if (o != OK) {
                     /* BLMOVE's reply is still due on rq: start both afresh */
                     return o == FATAL ? FATAL : REDIS_DOWN;
@@ -933,12 +909,12 @@ int settle_run(const struct settle_config *cfg, struct settle_stats *st,
         goto out;
     }
     w.need_recover = w.need_rebuild = true;
-    w.stats_at = now_ms();
+    w.stats_at = clock_mono_ms();
 
     while (!*stop) {
-        if (now_ms() - w.stats_at >= STATS_INTERVAL_MS) {
+        if (clock_mono_ms() - w.stats_at >= STATS_INTERVAL_MS) {
             if (memcmp(&w.stats_logged, st, sizeof(*st)) != 0) log_stats(&w, "");
-            w.stats_at = now_ms();
+            w.stats_at = clock_mono_ms();
         }
         if (w.pg == NULL && pg_open(&w) != 0) {
             if (recover(&w, PG_RETRY) != 0) break;
@@ -951,7 +927,7 @@ int settle_run(const struct settle_config *cfg, struct settle_stats *st,
         pg_service(&w);
         if (w.pg == NULL) continue;
         enum outcome o = OK;
-        if (w.need_rebuild && now_ms() >= w.rebuild_after) o = rebuild_cache(&w);
+        if (w.need_rebuild && clock_mono_ms() >= w.rebuild_after) o = rebuild_cache(&w);
         if (o == OK) o = take_batch(&w);
         if (o == OK && w.nitems > 0) {
             if (w.pg == NULL) {

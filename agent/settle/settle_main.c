@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "net.h"
 #include "options.h"
 #include "settle.h"
 
@@ -104,7 +105,7 @@ int main(int argc, char **argv)
     }
     char redis_host[256];
     int redis_port;
-    if (!options_hostport(values[O_REDIS_ADDR], redis_host, sizeof(redis_host), &redis_port)) {
+    if (!net_parse_hostport(values[O_REDIS_ADDR], redis_host, sizeof(redis_host), &redis_port, 0)) {
         fprintf(stderr, "gw-settle: REDIS_ADDR='%s': expected host:port\n", values[O_REDIS_ADDR]);
         return 2;
     }
