@@ -16,7 +16,7 @@ CLANG    ?= clang
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CPPFLAGS := -std=gnu11 -D_GNU_SOURCE -Iagent/common -Iagent/gw -Iagent/settle
-PKGS     := hiredis msgpack libpq
+PKGS     := hiredis msgpack libpq zlib
 LIBS      = -lev -lcrypt -lpthread $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -28,7 +28,7 @@ Q := @
 endif
 
 BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-dev \
-              libcrypt-dev libssl-dev
+              libcrypt-dev libssl-dev zlib1g-dev
 RUN_PKGS   := haproxy redis-server postgresql curl openssl procps iproute2 ca-certificates socat jq
 TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev docker-compose python3-yaml
 BENCH_PKGS := wrk squid apache2-utils gnuplot-nox
@@ -138,6 +138,13 @@ tests/tools/spop-client tests/tools/spop-echo: tests/tools/%: tests/tools/%.c $(
 tests/tools/upstream: tests/tools/upstream.c | deps
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $^ -o $@ -lev
+
+# An LD_PRELOAD shim that makes chosen names slow to resolve
+# (tests/integration/t_slow_dns.sh): test-only.
+build/slow-dns.so: tests/tools/slow-dns.c | deps
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Wno-missing-prototypes -shared -fPIC $^ -o $@ -ldl
 
 # The snapshot store driven from stdin (tests/integration/t_snapshot.sh under
 # ASan+UBSan, tests/bench/snapshot.sh optimized): the snapshot module alone.

@@ -11,7 +11,7 @@
  * (five bytes of a damaged file ask for 100 GB). The reader here is a small
  * cursor over the buffer that checks every length against the bytes left and
  * allocates nothing; rows go straight into the snapshot builder, which
- * validates them as it validates PostgreSQL's.
+ * validates them as it validates PostgreSQL's. The CRC-32 is zlib's.
  */
 #include "snapshot_int.h"
 
@@ -20,13 +20,13 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <msgpack.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 /* Larger files are refused before reading them (a million users take about
  * 70 MB). */
@@ -39,42 +39,13 @@
 #define IP_FIELDS       2
 #define USER_FIELDS     3
 
-/* --- CRC-32 (IEEE 802.3, reflected, as zlib), slicing by 8 ------------------------ */
+/* --- CRC-32 ----------------------------------------------------------------------- */
 
-static uint32_t crc_table[8][256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-        crc_table[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
-}
-
-/* Continues a CRC: start with 0, feed pieces in order. */
+/* Continues a CRC-32 (IEEE 802.3, zlib's): start with 0, feed pieces in order.
+ * zlib's own, off the hot path (a snapshot write or a start). */
 static uint32_t crc32_update(uint32_t crc, const void *buf, size_t len)
 {
-    const uint8_t *p = buf;
-    pthread_once(&crc_once, crc_init);
-    crc = ~crc;
-    while (len >= 8) {
-        uint32_t a = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                            (uint32_t)p[3] << 24);
-        crc = crc_table[7][a & 0xff] ^ crc_table[6][(a >> 8) & 0xff] ^
-              crc_table[5][(a >> 16) & 0xff] ^ crc_table[4][a >> 24] ^ crc_table[3][p[4]] ^
-              crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
-        p += 8;
-        len -= 8;
-    }
-    while (len-- > 0)
-        crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
-    return ~crc;
+    return (uint32_t)crc32_z(crc, buf, len);
 }
 
 static void put_be32(uint8_t *p, uint32_t v)
