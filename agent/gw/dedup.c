@@ -1,7 +1,9 @@
 /*
  * The billing dedup window (see dedup.h): a circle of slots in a shared
  * mapping of the file, and an open-addressing hash set (linear probing,
- * backward-shift deletion) of slot numbers for the lookups.
+ * backward-shift deletion) of slot numbers for the lookups. Hand-written:
+ * the set lives in a file mapping that must survive a kill, which no general
+ * hash table library offers.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -10,6 +10,8 @@
  * on its path. Nodes live in one array and refer to each other by index, so
  * the build can grow it with realloc and a lookup touches no pointers but the
  * array's. The build is the only writer; see iptrie.h for thread use.
+ * Hand-written: Debian has no maintained longest-prefix-match library for C
+ * of this size (the ones in routing daemons come with their daemons).
  */
 #include "iptrie.h"
 

@@ -11,6 +11,8 @@
  * fed incrementally: the key's fields are absorbed once per pick and the
  * state is copied for each candidate, so n candidates cost one pass over the
  * key plus n short passes over the slugs. rendezvous.h fixes the encoding.
+ * Not OpenSSL's SipHash (EVP_MAC): that allocates a context per call and
+ * cannot copy an absorbed prefix, and this runs on every sticky request.
  */
 #include "rendezvous.h"
 

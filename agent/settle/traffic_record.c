@@ -11,6 +11,10 @@
  * ranges, refuses duplicates and missing members. No allocation: decoded
  * strings go to a stack buffer as long as the largest record accepted.
  * UTF-8, base64 and the JSON string writer are the common ones (agent/common/).
+ * The reader is hand-written rather than json-c or jansson: those build a
+ * tree in allocated memory for any input size, and by default keep one of
+ * two duplicate keys without a word; here a record with either problem is
+ * refused before anything is allocated.
  */
 #include "traffic_record.h"
 
