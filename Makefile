@@ -223,4 +223,4 @@ format-check:
 	clang-format --dry-run -Werror $(C_FILES)
 
 clean:
-	rm -rf build/rel build/asan build/unit build/fuzz agent/gw-agent agent/gw-settle $(TOOLS)
+	rm -rf build/rel build/asan build/unit build/fuzz build/slow-dns.so agent/gw-agent agent/gw-settle $(TOOLS)
