@@ -11,7 +11,9 @@
  * the event loop on DNS. Given a numeric address, hiredis does not resolve.
  *
  * A second connection (a SUBSCRIBE one, say) is a second redis_conn on the
- * same or another loop. Blocking clients (gw-settle's straight loop) use
+ * same or another loop. Each up is a fresh connection: up is where to (re)send
+ * what the owner needs on it (SUBSCRIBE, SCRIPT LOAD before EVALSHA); down is
+ * where to forget what was in flight. Blocking clients (gw-settle's straight loop) use
  * redis_sync_connect, the same AUTH/SELECT sequence on a hiredis
  * redisContext.
  *
