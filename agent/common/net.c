@@ -89,7 +89,7 @@ unsigned net_bound_port(int fd)
 
 /* --- resolving ------------------------------------------------------------------ */
 
-static _Atomic(net_getaddrinfo_fn) net_gai = NULL;
+static _Atomic(net_getaddrinfo_fn) net_gai; /* NULL: the real getaddrinfo */
 
 void net_set_getaddrinfo(net_getaddrinfo_fn fn)
 {
