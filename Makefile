@@ -15,8 +15,8 @@ CC       ?= gcc
 CLANG    ?= clang
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
-CPPFLAGS := -std=gnu11 -D_GNU_SOURCE -Iagent
-PKGS     := hiredis msgpack libpq
+CPPFLAGS := -std=gnu11 -D_GNU_SOURCE -Iagent/common -Iagent/gw -Iagent/settle
+PKGS     := hiredis msgpack libpq zlib
 LIBS      = -lev -lcrypt -lpthread $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -28,31 +28,44 @@ Q := @
 endif
 
 BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-dev \
-              libcrypt-dev libssl-dev
+              libcrypt-dev libssl-dev zlib1g-dev
 RUN_PKGS   := haproxy redis-server postgresql curl openssl procps iproute2 ca-certificates socat jq
 TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev docker-compose python3-yaml
 BENCH_PKGS := wrk squid apache2-utils gnuplot-nox
 
-# Programs with a main(); everything else in agent/ is the agent library.
-AGENT_MAINS := agent/main.c agent/settle_main.c
-AGENT_SRC   := $(filter-out $(AGENT_MAINS),$(wildcard agent/*.c))
-AGENT_HDR   := $(wildcard agent/*.h)
+# Sources, by the folder that says who uses them:
+#   agent/common/  the floor both daemons stand on (logging, options, PostgreSQL,
+#                  Redis connection, sockets, text, clocks)
+#   agent/gw/      gw-agent: SPOP codec and server, policy, snapshot, billing
+#   agent/settle/  gw-settle: the settlement worker and the record reader
+# Objects are named by file name alone (build/rel/<name>.o), so names are
+# unique across the three folders; every folder is on the include path.
+AGENT_DIRS  := agent/common agent/gw agent/settle
+COMMON_SRC  := $(wildcard agent/common/*.c)
+GW_SRC      := $(filter-out agent/gw/main.c,$(wildcard agent/gw/*.c))
+SETTLE_SRC  := $(filter-out agent/settle/settle_main.c,$(wildcard agent/settle/*.c))
+AGENT_SRC   := $(COMMON_SRC) $(GW_SRC) $(SETTLE_SRC)
+AGENT_HDR   := $(wildcard $(AGENT_DIRS:%=%/*.h))
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 TOOLS       := tests/tools/spop-client tests/tools/spop-echo tests/tools/upstream \
                tests/tools/live-script \
                tests/tools/origin
+vpath %.c $(AGENT_DIRS)
 FUZZ_SECONDS ?= 60
 
-OBJ      := $(AGENT_SRC:agent/%.c=build/rel/%.o)
-ASAN_OBJ := $(AGENT_SRC:agent/%.c=build/asan/%.o)
+# objects of a list of sources: $(call rel,$(SRC)), $(call asan,$(SRC))
+rel       = $(patsubst %.c,build/rel/%.o,$(notdir $(1)))
+asan      = $(patsubst %.c,build/asan/%.o,$(notdir $(1)))
+ASAN_OBJ := $(call asan,$(AGENT_SRC))
+SPOP_SRC := $(wildcard agent/gw/spop_*.c)
 FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 
 .PHONY: all deps run-deps test-deps bench-deps run unit fuzz fuzz-short integration test bench \
         format format-check clean
 .DEFAULT_GOAL := all
 
-DAEMONS := agent/gw-agent $(if $(wildcard agent/settle_main.c),agent/gw-settle)
+DAEMONS := agent/gw-agent agent/gw-settle
 
 all: deps $(DAEMONS) $(TOOLS)
 
@@ -84,31 +97,32 @@ bench-deps: test-deps
 	$(call apt_ensure,$(BENCH_PKGS))
 
 # --- the agent ----------------------------------------------------------------
-build/rel/%.o: agent/%.c $(AGENT_HDR) | deps
+build/rel/%.o: %.c $(AGENT_HDR) | deps
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
 
-build/asan/%.o: agent/%.c $(AGENT_HDR) | deps
+build/asan/%.o: %.c $(AGENT_HDR) | deps
 	@mkdir -p $(@D)
 	@echo "  CC/SAN  $<"
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) -c $< -o $@
 
-agent/gw-agent: agent/main.c $(OBJ)
+# Each daemon links its own folder and the common one, nothing else.
+agent/gw-agent: agent/gw/main.c $(call rel,$(COMMON_SRC) $(GW_SRC))
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
 
-# The settlement worker: a second small daemon on the same library.
-agent/gw-settle: agent/settle_main.c $(OBJ)
+# The settlement worker: a second small daemon.
+agent/gw-settle: agent/settle/settle_main.c $(call rel,$(COMMON_SRC) $(SETTLE_SRC))
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
 
-build/asan/gw-settle: agent/settle_main.c $(ASAN_OBJ)
+# The same daemons under ASan+UBSan: what the integration tests run.
+build/asan/gw-agent: agent/gw/main.c $(call asan,$(COMMON_SRC) $(GW_SRC))
 	@echo "  LD/SAN  $@"
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) $^ -o $@ $(LIBS)
 
-# The same agent under ASan+UBSan: what the integration tests run.
-build/asan/gw-agent: agent/main.c $(ASAN_OBJ)
+build/asan/gw-settle: agent/settle/settle_main.c $(call asan,$(COMMON_SRC) $(SETTLE_SRC))
 	@echo "  LD/SAN  $@"
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) $^ -o $@ $(LIBS)
 
@@ -117,9 +131,37 @@ tests/tools/origin: tests/tools/origin.c | deps
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $^ -o $@ -lev -lssl -lcrypto
 
-tests/tools/%: tests/tools/%.c $(OBJ)
+# The SPOP client and echo agent speak through the agent's own codec.
+tests/tools/spop-client tests/tools/spop-echo: tests/tools/%: tests/tools/%.c $(call rel,$(SPOP_SRC))
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $^ -o $@ -lev
+
+# Prints the live balance's Redis scripts (tests/integration/t_live.sh).
+tests/tools/live-script: tests/tools/live-script.c agent/common/live_lua.h | deps
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $< -o $@
+
+tests/tools/upstream: tests/tools/upstream.c | deps
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $^ -o $@ -lev
+
+# An LD_PRELOAD shim that makes chosen names slow to resolve
+# (tests/integration/t_slow_dns.sh): test-only.
+build/slow-dns.so: tests/tools/slow-dns.c | deps
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -Wno-missing-prototypes -shared -fPIC $^ -o $@ -ldl
+
+# The snapshot store driven from stdin (tests/integration/t_snapshot.sh under
+# ASan+UBSan, tests/bench/snapshot.sh optimized): the snapshot module alone.
+PROBE_SRC := $(wildcard agent/gw/snapshot*.c) agent/gw/iptrie.c agent/gw/template.c \
+             agent/gw/country.c agent/gw/rendezvous.c $(COMMON_SRC)
+build/rel/snapshot-probe: tests/tools/snapshot-probe.c $(call rel,$(PROBE_SRC))
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) $^ -o $@ $(LIBS)
+build/asan/snapshot-probe: tests/tools/snapshot-probe.c $(call asan,$(PROBE_SRC))
+	@echo "  LD/SAN  $@"
+	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) -O1 -g $(SAN) $(WARN) $^ -o $@ $(LIBS)
 
 # --- unit tests (check) ---------------------------------------------------------
 # Each tests/unit/test_*.c defines `Suite *<name>_suite(void)`; the runner's
@@ -139,8 +181,7 @@ build/unit/unit-tests: tests/unit/main.c $(UNIT_SRC) build/unit/suites.h $(ASAN_
 		tests/unit/main.c $(UNIT_SRC) $(ASAN_OBJ) -o $@ $(LIBS) $(shell pkg-config --libs check)
 
 unit: build/unit/unit-tests
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 CK_FORK=yes \
-		AGENT_TEST_FIXTURES=agent/fixtures build/unit/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 CK_FORK=yes build/unit/unit-tests
 
 # --- fuzzing (libFuzzer, ASan+UBSan) ------------------------------------------------
 build/fuzz/%: tests/fuzz/%.c $(AGENT_SRC) $(AGENT_HDR) | test-deps
@@ -167,7 +208,7 @@ fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$${FUZZ_SHORT_SECONDS:-10}
 
 # --- integration tests (real HAProxy, PostgreSQL, Redis, curl) ----------------------
-integration: all build/asan/gw-agent $(if $(wildcard agent/settle_main.c),build/asan/gw-settle) test-deps
+integration: all build/asan/gw-agent build/asan/gw-settle test-deps
 	bash tests/integration/run.sh
 
 test: unit fuzz-short integration
@@ -181,11 +222,11 @@ bench: all bench-deps
 	bash tests/bench/run.sh
 
 # --- housekeeping -------------------------------------------------------------------
-C_FILES = $(wildcard agent/*.c agent/*.h tests/*/*.c tests/*/*.h)
+C_FILES = $(wildcard $(AGENT_DIRS:%=%/*.c) $(AGENT_HDR) tests/*/*.c tests/*/*.h)
 format:
 	clang-format -i $(C_FILES)
 format-check:
 	clang-format --dry-run -Werror $(C_FILES)
 
 clean:
-	rm -rf build/rel build/asan build/unit build/fuzz agent/gw-agent agent/gw-settle $(TOOLS)
+	rm -rf build/rel build/asan build/unit build/fuzz build/slow-dns.so agent/gw-agent agent/gw-settle $(TOOLS)

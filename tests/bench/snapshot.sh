@@ -31,7 +31,6 @@ IPS=${SNAPSHOT_BENCH_IPS:-100000}
 SECS=${SNAPSHOT_BENCH_SECONDS:-3}
 PROBE_BIN=$GW_TMP/snapshot-probe
 SNAP_FILE=$GW_TMP/snapshot.bin
-PROBE_OBJS=(snapshot snapshot_file snapshot_load pg iptrie template country log rendezvous)
 
 die() {
     echo "snapshot bench: $*" >&2
@@ -39,14 +38,8 @@ die() {
 }
 
 # --- the probe, optimized as the agent is ------------------------------------------
-objs=()
-for o in "${PROBE_OBJS[@]}"; do objs+=("build/rel/$o.o"); done
-make -s -C "$GW_ROOT" "${objs[@]}" >/dev/null || die "cannot build ${objs[*]}"
-# shellcheck disable=SC2046 # pkg-config output is a list of flags
-(cd "$GW_ROOT" && gcc -std=gnu11 -D_GNU_SOURCE -Iagent $(pkg-config --cflags libpq msgpack) -O2 -g \
-    -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-    tests/tools/snapshot-probe.c "${objs[@]}" -o "$PROBE_BIN" \
-    -lpthread $(pkg-config --libs libpq msgpack)) || die "cannot build the probe"
+make -s -C "$GW_ROOT" build/rel/snapshot-probe >/dev/null || die "cannot build the probe"
+cp "$GW_ROOT/build/rel/snapshot-probe" "$PROBE_BIN" || die "cannot copy the probe"
 
 PROBE_PID=
 probe_start() {

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for agent/basic_auth.c. The input is decoded as a header
+ * libFuzzer target for agent/gw/basic_auth.c. The input is decoded as a header
  * value; when accepted, the credentials must respect the rules (non-empty
  * user without ':', no NUL, within the size cap) and re-encoding them must give
  * back exactly the base64 the client sent, since only the canonical encoding

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the snapshot file parser (agent/snapshot_file.c).
+ * libFuzzer target for the snapshot file parser (agent/gw/snapshot_file.c).
  *
  * Each input is parsed twice: as it is (mostly refused by the header checks
  * and the CRC), and with the header's body length and CRC rewritten to match

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for agent/template.c. The input holds a template and the
+ * libFuzzer target for agent/gw/template.c. The input holds a template and the
  * values, separated by 0x01 bytes (which no valid template contains):
  *
  *   template 01 username 01 password 01 host 01 country 01 session 01 port(2) duration(2)

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for agent/traffic_record.c. Any byte string is a record
+ * libFuzzer target for agent/settle/traffic_record.c. Any byte string is a record
  * off the Redis list. When the parser accepts, every field must obey the
  * record's contract (valid UTF-8 without NUL that fits its column, numbers in
  * range), parsing must be deterministic, and the record written back as JSON
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "traffic_record.h"
+#include "utf8.h"
 
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
@@ -31,7 +32,7 @@ static void check_text(const char *s, size_t cap, size_t width)
 {
     size_t len = strnlen(s, cap);
     CHECK(len < cap);
-    CHECK(traffic_utf8_valid(s, len));
+    CHECK(utf8_valid(s, len));
     CHECK(chars(s) <= width);
 }
 
@@ -160,7 +161,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char derr[160];
     CHECK(traffic_json_scan(d, dlen, scratch, dlen + 1, dl_member, &got, derr, sizeof(derr)) == 0);
     CHECK(got.reason == 1 && got.record != NULL);
-    if (traffic_utf8_valid(in, size)) {
+    if (utf8_valid(in, size)) {
         CHECK(got.members == 2 && got.b64 == NULL);
         CHECK(got.record_len == size && memcmp(got.record, in, size) == 0);
     } else {

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for agent/username.c. Any byte string is a username; when
+ * libFuzzer target for agent/gw/username.c. Any byte string is a username; when
  * the parser accepts, its outputs must point inside the input and obey the
  * grammar (valid country, session charset and length, sessTime range, a user
  * part with no option key in it); when it refuses, there is a reason and the

@@ -3,7 +3,7 @@
  * integration tests (exact, greppable answers) and the benchmarks (a load
  * generator that keeps many NOTIFY frames in flight on a few connections).
  *
- * Every byte goes through the agent's own codec (agent/spop.h), so the client
+ * Every byte goes through the agent's own codec (agent/gw/spop.h), so the client
  * checks the wire format HAProxy would see. The simple modes (hello, notify,
  * raw) use blocking-style I/O bounded by a deadline: a silent agent is a
  * timeout and a failure, never a hang. The bench mode runs one epoll loop over

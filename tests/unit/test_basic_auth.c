@@ -1,5 +1,5 @@
 /*
- * Unit tests for agent/basic_auth.c: decoding Proxy-Authorization values
+ * Unit tests for agent/gw/basic_auth.c: decoding Proxy-Authorization values
  * (every refusal and its reason) and encoding the upstream credential.
  */
 #include <check.h>

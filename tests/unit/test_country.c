@@ -1,5 +1,5 @@
 /*
- * Unit tests for agent/country.c: the ISO 3166-1 table, lookups, and the
+ * Unit tests for agent/gw/country.c: the ISO 3166-1 table, lookups, and the
  * country_format parse and render rules.
  */
 #include <check.h>

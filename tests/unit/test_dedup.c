@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../../agent/dedup.h"
+#include "dedup.h"
 
 static char path[64];
 

@@ -4,7 +4,7 @@
 #include <check.h>
 #include <ev.h>
 
-#include "../../agent/ev_timer_once.h"
+#include "ev_timer_once.h"
 
 #define DELAY 0.02
 

@@ -1,5 +1,5 @@
 /*
- * Unit tests for agent/iptrie.c: CIDR parsing, longest-prefix matching at
+ * Unit tests for agent/gw/iptrie.c: CIDR parsing, longest-prefix matching at
  * boundaries, IPv4-mapped addresses, and a randomized cross-check against a
  * linear scan, at the whitelist's 100,000-entry scale.
  */

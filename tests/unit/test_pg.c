@@ -4,7 +4,7 @@
 #include <check.h>
 #include <string.h>
 
-#include "../../agent/pg.h"
+#include "pg.h"
 
 START_TEST(message_on_one_line)
 {

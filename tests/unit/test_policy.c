@@ -11,6 +11,7 @@
 
 #include "basic_auth.h"
 #include "policy.h"
+#include "rendezvous.h"
 #include "snapshot.h"
 
 #define S(x)          x, sizeof(x) - 1
@@ -344,6 +345,29 @@ START_TEST(sticky_session_is_deterministic)
 }
 END_TEST
 
+/* The sticky choice is rendezvous_pick's (the function the rendezvous tests
+ * pin down), over the country's providers, and the port rendezvous_port's. */
+START_TEST(sticky_session_is_rendezvous_pick)
+{
+    static const struct rendezvous_str slugs[] = {{"de-two", 6}, {"de-one", 6}};
+    struct policy_verdict v;
+    struct policy_hash_job job;
+    for (int i = 0; i < 50; i++) {
+        char sess[16], up[128];
+        snprintf(sess, sizeof(sess), "p%d", i);
+        snprintf(up, sizeof(up), "myuser-country-DE-session-%s:mypassword", sess);
+        ck_assert_int_eq(decide_as(up, &v, &job), POLICY_DONE);
+        ck_assert_int_eq(v.status, 200);
+        struct rendezvous_key key = {{"myuser", 6}, {"DE", 2}, {sess, strlen(sess)}};
+        size_t best = rendezvous_pick(&key, slugs, 2, NULL);
+        ck_assert_str_eq(v.slug, slugs[best].ptr);
+        uint16_t lo = best == 0 ? 30000 : 20000, hi = best == 0 ? 30000 : 20009;
+        ck_assert_uint_eq(v.upstream_port,
+                          rendezvous_port(rendezvous_port_hash(&key, &slugs[best]), lo, hi));
+    }
+}
+END_TEST
+
 START_TEST(random_without_session_spreads)
 {
     struct policy_verdict v;
@@ -432,6 +456,7 @@ Suite *policy_suite(void)
     tcase_add_test(tc, country_goes_to_country_providers);
     tcase_add_test(tc, hyphenated_user_and_colon_password);
     tcase_add_test(tc, sticky_session_is_deterministic);
+    tcase_add_test(tc, sticky_session_is_rendezvous_pick);
     tcase_add_test(tc, random_without_session_spreads);
     tcase_add_test(tc, no_global_falls_back_to_country_providers_with_us);
     tcase_add_test(tc, no_provider_is_503_after_balance);

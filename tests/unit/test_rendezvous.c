@@ -1,5 +1,5 @@
 /*
- * Unit tests for agent/rendezvous.c: SipHash-2-4 reference vectors, the
+ * Unit tests for agent/gw/rendezvous.c: SipHash-2-4 reference vectors, the
  * documented encoding (which every node must share), stability when a
  * provider leaves, balance, and ports.
  */

@@ -1,5 +1,5 @@
 /*
- * Unit tests for the database-free parts of agent/settle.c: the PostgreSQL
+ * Unit tests for the database-free parts of agent/settle/settle.c: the PostgreSQL
  * array literals the batch statement is fed with (quoting of hostile
  * strings, column order, ord numbering), which SQL errors send a record to
  * the dead letters rather than retrying the batch, the backoff, and the

@@ -1,5 +1,5 @@
 /*
- * Unit tests for agent/template.c: template syntax and split rules, and
+ * Unit tests for agent/gw/template.c: template syntax and split rules, and
  * rendering with hostile values that try to move a part boundary.
  */
 #include <check.h>

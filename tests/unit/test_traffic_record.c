@@ -1,9 +1,9 @@
 /*
- * Unit tests for agent/traffic_record.c: the billing record's strict JSON
+ * Unit tests for agent/settle/traffic_record.c: the billing record's strict JSON
  * reader (every escape, UTF-8, numbers at and past the int64 edges, each
  * refusal and its reason), the fitting of descriptive fields to their
  * columns, and the dead-letter writer (exact bytes, and a round trip through
- * the reader), and agreement with the producer (agent/billing_record.c).
+ * the reader), and agreement with the producer (agent/gw/billing_record.c).
  */
 #include <check.h>
 #include <stdio.h>
@@ -12,6 +12,7 @@
 
 #include "billing_record.h"
 #include "traffic_record.h"
+#include "utf8.h"
 
 extern Suite *traffic_record_suite(void);
 
@@ -515,15 +516,15 @@ END_TEST
 
 START_TEST(test_utf8_valid)
 {
-    ck_assert(traffic_utf8_valid(LIT("")));
-    ck_assert(traffic_utf8_valid(LIT("a\0b")));
-    ck_assert(traffic_utf8_valid(
+    ck_assert(utf8_valid(LIT("")));
+    ck_assert(utf8_valid(LIT("a\0b")));
+    ck_assert(utf8_valid(
         LIT("\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf")));
-    ck_assert(!traffic_utf8_valid(LIT("\xc2")));
-    ck_assert(!traffic_utf8_valid(LIT("\xc2\x7f")));
-    ck_assert(!traffic_utf8_valid(LIT("\xed\xbf\xbf")));
-    ck_assert(!traffic_utf8_valid(LIT("\xf4\x90\x80\x80")));
-    ck_assert(!traffic_utf8_valid(LIT("\xf8\x88\x80\x80\x80")));
+    ck_assert(!utf8_valid(LIT("\xc2")));
+    ck_assert(!utf8_valid(LIT("\xc2\x7f")));
+    ck_assert(!utf8_valid(LIT("\xed\xbf\xbf")));
+    ck_assert(!utf8_valid(LIT("\xf4\x90\x80\x80")));
+    ck_assert(!utf8_valid(LIT("\xf8\x88\x80\x80\x80")));
 }
 END_TEST
 
@@ -642,8 +643,9 @@ START_TEST(test_producer_agrees)
     ck_assert_str_eq(r.request_id, "00000001:gw.1");
     ck_assert_str_eq(r.proxy_slug, "demo-de");
     ck_assert_str_eq(r.session_id, "s\x01\x7f");
-    /* the producer writes a stray byte as its Latin-1 code point, NUL as \u0000 */
-    ck_assert_str_eq(r.target_host, "h\xc3\xa9\xc3\xbf\xef\xbf\xbdx:443");
+    /* the producer writes a stray byte as U+FFFD (agent/common/json.h), NUL as
+     * \u0000, which the reader turns into U+FFFD too */
+    ck_assert_str_eq(r.target_host, "h\xc3\xa9\xef\xbf\xbd\xef\xbf\xbdx:443");
     ck_assert_int_eq(r.request_bytes, 512);
     ck_assert_int_eq(r.response_bytes, INT64_MAX - 512);
     ck_assert_int_eq(r.duration, 10);

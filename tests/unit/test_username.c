@@ -1,5 +1,5 @@
 /*
- * Unit tests for agent/username.c: the option grammar, the splitting rule
+ * Unit tests for agent/gw/username.c: the option grammar, the splitting rule
  * between user and options, each refusal and its reason, and the random
  * session id generator.
  */
