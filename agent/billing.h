@@ -24,6 +24,8 @@ struct billing_config {
     unsigned batch;          /* records per RPUSH */
     const char *haproxy_cli; /* "" or NULL: no reading back (billing_replay.h) */
     const char *ring;        /* the ring's name, for "show events" */
+    const char *master_cli;  /* "" or NULL: an old worker's ring is not read (billing_hold.h) */
+    const char *hold_addr;   /* the gw-billing-hold frontend (billing_hold.h) */
     uint64_t dedup_records;  /* the dedup window (dedup.h), kept at <spool_path>.ids */
 };
 

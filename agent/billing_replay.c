@@ -109,6 +109,8 @@ static void connected_cb(struct ev_loop *loop, ev_io *io, int revents)
         finish(r, "could not send the command");
         return;
     }
+    /* no more commands: the master CLI closes after the answer only then */
+    shutdown(r->fd, SHUT_WR);
     ev_io_stop(loop, io);
     ev_io_init(io, read_cb, r->fd, EV_READ);
     ev_io_start(loop, io);
@@ -168,11 +170,24 @@ struct replay *replay_start(struct ev_loop *loop, const char *cli, const char *r
                             double timeout_s, replay_line_fn on_line, replay_done_fn on_done,
                             void *arg)
 {
+    char cmd[256];
+    int n = snprintf(cmd, sizeof(cmd), "show events %s", ring);
+    if (n <= 0 || (size_t)n >= sizeof(cmd)) {
+        log_error("billing: ring name too long: %s", ring);
+        return NULL;
+    }
+    return replay_start_cmd(loop, cli, cmd, timeout_s, on_line, on_done, arg);
+}
+
+struct replay *replay_start_cmd(struct ev_loop *loop, const char *cli, const char *cmd,
+                                double timeout_s, replay_line_fn on_line, replay_done_fn on_done,
+                                void *arg)
+{
     struct replay *r = calloc(1, sizeof(*r));
     if (!r) return NULL;
-    int n = snprintf(r->cmd, sizeof(r->cmd), "show events %s\n", ring);
+    int n = snprintf(r->cmd, sizeof(r->cmd), "%s\n", cmd);
     if (n <= 0 || (size_t)n >= sizeof(r->cmd)) {
-        log_error("billing: ring name too long: %s", ring);
+        log_error("billing: HAProxy CLI command too long: %s", cmd);
         free(r);
         return NULL;
     }

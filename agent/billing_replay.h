@@ -36,6 +36,11 @@ typedef void (*replay_done_fn)(void *arg, const struct replay_report *report);
 struct replay *replay_start(struct ev_loop *loop, const char *cli, const char *ring,
                             double timeout_s, replay_line_fn on_line, replay_done_fn on_done,
                             void *arg);
+/* The same for any one CLI command (without its newline), e.g. on the master
+ * CLI "show proc" or "@!<pid> show events <ring>": its answer, line by line. */
+struct replay *replay_start_cmd(struct ev_loop *loop, const char *cli, const char *cmd,
+                                double timeout_s, replay_line_fn on_line, replay_done_fn on_done,
+                                void *arg);
 /* Abandons a dump in progress (on_done is not called). */
 void replay_cancel(struct replay *r);
 
