@@ -71,11 +71,23 @@ struct holder {
     int p_nold;
     unsigned s_busy, s_held;
     bool ev_cut;
-    unsigned long long ev_lines, ev_billed;
+    unsigned long long ev_lines;
+    double backoff; /* seconds between looks while the master CLI fails */
 };
 
 static void cycle_next(struct holder *h);
 static struct old_worker *old_find(struct holder *h, int pid);
+
+/* The master CLI does not answer (HAProxy stopped, or not started yet): look
+ * less and less often, up to every 30 s, so the log is not flooded. */
+static void master_failed(struct holder *h)
+{
+    h->backoff = h->backoff < TICK_S ? TICK_S : h->backoff * 2;
+    if (h->backoff > 30.) h->backoff = 30.;
+    ev_timer_stop(h->loop, &h->tick);
+    ev_timer_set(&h->tick, h->backoff, TICK_S);
+    ev_timer_start(h->loop, &h->tick);
+}
 
 /* Streams HAProxy cuts at hard-stop-after are logged as the worker exits,
  * after the agent could read its ring: their records are likely missing.
@@ -185,7 +197,7 @@ static void cmd_start(struct holder *h, enum cmd_kind kind, int pid)
     h->p_nold = 0;
     h->s_busy = h->s_held = 0;
     h->ev_cut = false;
-    h->ev_lines = h->ev_billed = 0;
+    h->ev_lines = 0;
     h->cmd = replay_start_cmd(h->loop, h->master_cli, cmd, CMD_TIMEOUT, cmd_line, cmd_done, h);
 }
 
@@ -315,9 +327,11 @@ static void cmd_done(void *arg, const struct replay_report *rep)
                      "after a reload cannot be read until it answers",
                      h->master_cli, rep->error);
         h->cli_failing = true;
-        return; /* the next tick tries again */
+        master_failed(h);
+        return;
     }
     h->cli_failing = false;
+    h->backoff = 0;
     struct old_worker *o = old_find(h, h->kind_pid);
     if (h->kind == CMD_PROC) {
         proc_done(h);
@@ -379,6 +393,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     cmd_start(h, CMD_PROC, 0);
+    if (!h->cmd) master_failed(h); /* could not even connect (logged) */
 }
 
 void holder_kick(struct holder *h)
