@@ -86,6 +86,7 @@ reload_via usr2
 reload_via cli
 # the ring's size changes
 sed -i 's/^\( *size \).*$/\1 67108864/' "$CFG"
+assert_match 'size +67108864' "$(grep -A5 '^ring gw-billing' "$CFG")" "the ring's new size in the config"
 reload_via cli
 # the billing address changes: a second address that reaches the same agent
 NEW_BILLING=$(free_port)
@@ -93,6 +94,9 @@ start_bg billing-fwd socat "TCP-LISTEN:$NEW_BILLING,bind=127.0.0.1,reuseaddr,for
 wait_port "$NEW_BILLING" 5
 sed -i "s/^\\( *server agent \\).*\\( log-proto octet-count\\)\$/\\1127.0.0.1:$NEW_BILLING\\2/" "$CFG"
 reload_via usr2
+assert_match "server agent 127.0.0.1:$NEW_BILLING " "$(grep 'server agent' "$CFG")" "the new billing address in the config"
+wait_until 10 bash -c "ss -Htn state established '( dport = :$NEW_BILLING )' | grep -q ." ||
+    t_fail "the new worker's ring never connected to the new address"
 wait "$loader"
 wait # the tunnels
 want_http=$(grep -c '^200$' "$GW_TMP/load.codes")
