@@ -49,6 +49,8 @@ enum {
     O_SPOOL_MAX,
     O_HAPROXY_CLI,
     O_BILLING_RING,
+    O_MASTER_CLI,
+    O_BILLING_HOLD,
     O_DEDUP,
     O_LIVE,
     O_LIVE_INTERVAL,
@@ -108,6 +110,13 @@ static const struct option_def options[O_COUNT] = {
                        "back from the ring; empty: they are lost"},
     [O_BILLING_RING] = {"billing-ring", "GW_BILLING_RING", OPT_STR, "gw-billing", 0, 0,
                         "name of HAProxy's billing ring (for --haproxy-cli)"},
+    [O_MASTER_CLI] = {"haproxy-master-cli", "GW_HAPROXY_MASTER_CLI", OPT_STR, "", 0, 0,
+                      "HAProxy's master CLI (haproxy -S: socket path or host:port): after a "
+                      "reload the old worker's ring is read before it exits; empty: what it "
+                      "logs after the reload is lost"},
+    [O_BILLING_HOLD] = {"billing-hold", "GW_BILLING_HOLD", OPT_STR, "127.0.0.1:12347", 0, 0,
+                        "HAProxy's gw-billing-hold frontend: the agent's idle connection there "
+                        "keeps a worker alive after a reload until its ring is read"},
     [O_DEDUP] = {"billing-dedup", "GW_BILLING_DEDUP", OPT_UINT, "1048576", 16, 268435456,
                  "request ids remembered to drop records delivered twice (must cover the "
                  "ring: GW_BILLING_RING_BYTES / 150); 24 bytes each on disk, 32 in memory"},
@@ -225,6 +234,8 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
             .batch = 500,
             .haproxy_cli = values[O_HAPROXY_CLI],
             .ring = values[O_BILLING_RING],
+            .master_cli = values[O_MASTER_CLI],
+            .hold_addr = values[O_BILLING_HOLD],
             .dedup_records = dedup,
             .live = live,
             .live_interval_ms = live_interval,
