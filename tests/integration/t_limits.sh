@@ -273,4 +273,16 @@ codes=$(curl -s -w '%{http_code} ' --max-time 30 -x "http://lim_z:pw@127.0.0.1:$
 assert_eq "$(printf '200 %.0s' $(seq 8))" "$codes" "lim_z unlimited again"
 t_end
 
+t_begin "live balance: a stream HAProxy refused after a 200 verdict leaves the agent's registry with its record"
+# The agent registers every stream it allows (live balance); a 429 comes
+# after that. Its record (not billed) must end the registration, not a
+# later dump's pruning. Let the last records arrive, then stop the agent.
+sleep 2
+stop_bg agent
+line=$(grep -o 'live: [0-9]* streams registered ([0-9]* not[^)]*), [0-9]* ended, [0-9]* pruned' "$GW_TMP/agent.log" | tail -n 1)
+read -r registered ended pruned <<<"$(sed -E 's/live: ([0-9]+) streams registered \([0-9]+ not[^)]*\), ([0-9]+) ended, ([0-9]+) pruned/\1 \2 \3/' <<<"$line")"
+assert_match '^[0-9]+$' "${registered:-}" "the agent's live line ($line)"
+assert_eq "${registered:-?} 0" "${ended:-} ${pruned:-}" "streams ended by their record, pruned ($line)"
+t_end
+
 t_summary

@@ -3,8 +3,9 @@
  * sql/migrations/006) on their way from rows to the verdict: the builder's
  * NULL / 0 / value / out-of-range rules, deltas carrying them, the snapshot
  * file (version 2 keeps them, version 1 still loads with the defaults, a bad
- * limit is refused), and the effective values policy_decide puts in the
- * verdict. HAProxy's enforcement is tested end to end in
+ * limit is refused), the effective values policy_decide puts in the
+ * verdict, and the record of a request refused after its verdict (it names
+ * its stream, for the live balance's registry). HAProxy's enforcement is tested end to end in
  * tests/integration/t_limits.sh.
  */
 #include <arpa/inet.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "basic_auth.h"
+#include "billing_record.h"
 #include "policy.h"
 #include "snapshot.h"
 #include "snapshot_int.h"
@@ -346,6 +348,28 @@ START_TEST(test_verdict_limits)
 }
 END_TEST
 
+/* --- the end of a refused stream ---------------------------------------------------------- */
+
+START_TEST(test_refused_record_names_its_stream)
+{
+    /* A 200 verdict registers the stream for the live balance; HAProxy's
+     * 429 then ends it unbilled: its record still names the stream, so the
+     * agent's registry lets go of it at once. */
+    static const char line[] = "gw3 rid-3 - 429 177 150 127.0.0.1 1796396739179 5 - 9773.16 LR--";
+    struct billing_record r;
+    char buf[BILLING_LINE_MAX];
+    const char *err = NULL;
+    ck_assert_int_eq(billing_record_parse(line, strlen(line), &r, buf, sizeof(buf), &err), 0);
+    ck_assert(!billing_record_billable(&r));
+    ck_assert_int_eq(r.status, 429);
+    ck_assert_uint_eq(r.stream.len, 7);
+    ck_assert_mem_eq(r.stream.ptr, "9773.16", 7);
+    static const char gw2[] = "gw2 rid-3 - 429 177 150 127.0.0.1 1796396739179 5 -";
+    ck_assert_int_eq(billing_record_parse(gw2, strlen(gw2), &r, buf, sizeof(buf), &err), 0);
+    ck_assert_ptr_null(r.stream.ptr);
+}
+END_TEST
+
 Suite *limits_suite(void)
 {
     Suite *s = suite_create("limits");
@@ -355,6 +379,7 @@ Suite *limits_suite(void)
     tcase_add_test(tc, test_file_keeps_limits);
     tcase_add_test(tc, test_file_versions);
     tcase_add_test(tc, test_verdict_limits);
+    tcase_add_test(tc, test_refused_record_names_its_stream);
     suite_add_tcase(s, tc);
     return s;
 }
