@@ -15,6 +15,8 @@
 #   defaults   NULL: GW_MAX_CONNS / GW_MAX_RPS from the agent's environment;
 #              0: unlimited; without migration 006 every user gets the
 #              defaults and the agent says so once
+#   two nodes  each node enforces its own count (a customer reaches 2 x)
+#   live       a refused stream leaves the agent's live registry with its record
 set -u
 . "$(dirname "$0")/../lib/services.sh"
 . "$GW_ROOT/tests/lib/gateway.sh"
@@ -242,6 +244,42 @@ assert_match 'conn_cur=[0-9]+ gpc0=[0-9]+ gpc1=2 gpc2=0 gpc0_rate\(1000\)=[0-9]+
     "$(cat "$GW_TMP/table-lim_c.txt")" "lim_c's entry"
 echo "  $(tail -n +2 "$GW_TMP/table-lim_c.txt" | head -1)"
 echo "  $(hap "show pools" | grep -i 'sticktables')"
+t_end
+
+# --- two nodes --------------------------------------------------------------------------------------
+
+# Node B: its own agent and HAProxy, the same PostgreSQL, Redis, stand-ins.
+B_PORT=$(free_port)
+B_AGENT=$(free_port)
+B_BILLING=$(free_port)
+start_bg agent_b "$GW_AGENT" --listen "127.0.0.1:$B_AGENT" --threads 1 \
+    --postgres-uri "$POSTGRES_URI" --redis-addr "$REDIS_ADDR" \
+    --snapshot-path "$GW_TMP/b.snapshot" --billing-listen "127.0.0.1:$B_BILLING" \
+    --spool-path "$GW_TMP/b.spool" --haproxy-cli "$GW_TMP/haproxy-b.sock" --shutdown-timeout 5 ||
+    t_abort "node B's agent"
+wait_port "$B_AGENT" 15 || t_abort "node B's agent did not listen"
+start_bg haproxy_b env PORT="$B_PORT" GW_BIND=127.0.0.1 GW_PROXY_PORT="$(free_port)" \
+    GW_TRUSTED_PROXIES=127.0.0.1/32 GW_AGENT_ADDR="127.0.0.1:$B_AGENT" \
+    GW_BILLING_ADDR="127.0.0.1:$B_BILLING" GW_SPOE_CONF="$GW_ROOT/haproxy/spoe-gateway.conf" \
+    GW_ERRORS_DIR="$GW_ROOT/haproxy/errors" GW_STATS_SOCKET="$GW_TMP/haproxy-b.sock" \
+    GW_TIMEOUT_CONNECT=2s GW_TIMEOUT_SERVER=5s GW_GRACE=10s \
+    haproxy -W -db -f "$GW_ROOT/haproxy/gateway.cfg" || t_abort "node B's HAProxy"
+eventually 15 = 200 curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$B_PORT/health" ||
+    t_abort "node B's /health"
+
+t_begin "two nodes: the limits hold per node (max_conns 2: two tunnels on each node, the third on each gets 429)"
+fds=()
+for port in "$GW_PORT" "$B_PORT"; do
+    for i in 1 2; do
+        GW_PORT=$port tunnel_open lim_c && fds+=("$TUN_FD")
+        assert_eq 200 "$TUN_STATUS" "tunnel $i on port $port"
+    done
+done
+assert_match 'concurrent connection limit \(2\) reached' "$(connect_raw lim_c)" "a third tunnel on node A"
+assert_match 'concurrent connection limit \(2\) reached' "$(GW_PORT=$B_PORT connect_raw lim_c)" "a third tunnel on node B"
+for fd in "${fds[@]}"; do exec {fd}>&-; done
+stop_bg haproxy_b
+stop_bg agent_b
 t_end
 
 # --- without migration 006 ---------------------------------------------------------------------------
