@@ -167,7 +167,13 @@ static void take_record(struct billing *b, const char *rec, size_t len, bool rep
                   (int)(len > 300 ? 300 : len), rec);
         return;
     }
+    uint64_t pid, id;
+    bool live =
+        b->cfg.live && r.stream.ptr && live_sid_parse(r.stream.ptr, r.stream.len, &pid, &id);
     if (!billing_record_billable(&r)) {
+        /* A 200 verdict registered the stream, but HAProxy may still have
+         * refused it (a per-user limit's 429): it ended, with nothing moved. */
+        if (live) live_finish(b->cfg.live, pid, id);
         STAT(b, not_billed);
         return;
     }
@@ -175,9 +181,7 @@ static void take_record(struct billing *b, const char *rec, size_t len, bool rep
         STAT(b, duplicates);
         return;
     }
-    uint64_t pid, id;
-    if (b->cfg.live && r.stream.ptr && live_sid_parse(r.stream.ptr, r.stream.len, &pid, &id))
-        r.cut_reason = live_cut_name(live_finish(b->cfg.live, pid, id));
+    if (live) r.cut_reason = live_cut_name(live_finish(b->cfg.live, pid, id));
     size_t n = billing_record_json(&r, b->json, sizeof(b->json));
     if (n == 0 || spool_append(b->sp, b->json, n) != 0) {
         /* Room was checked before this record (conn_frames), so only a disk

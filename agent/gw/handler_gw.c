@@ -9,9 +9,10 @@
  *
  * Variables set (scope txn; HAProxy adds the "gw" prefix):
  *   status (int), reason (str); on 200 also up_addr (str, an IP), up_port
- *   (int), up_auth (str "Basic ..."), user, slug, country, session (str) and
- *   duration (int, minutes). gw-health sets proxy_count, user_count,
- *   queue_length, snapshot_age, pg_ok, redis_ok.
+ *   (int), up_auth (str "Basic ..."), user, slug, country, session (str),
+ *   duration (int, minutes), and the user's limits max_conns and max_rps
+ *   (int, 0: unlimited; HAProxy enforces them). gw-health sets proxy_count,
+ *   user_count, queue_length, snapshot_age, pg_ok, redis_ok.
  *
  * Each worker thread has its own Redis connection on its own loop
  * (agent/common/redis_conn.h: the host resolved off the loop). The
@@ -149,6 +150,8 @@ static void answer(struct gw_thread *t, struct spoa_req *req, const struct polic
         set_str(req, "country", v->country);
         set_str(req, "session", v->session);
         set_int(req, "duration", v->duration_min);
+        set_int(req, "max_conns", v->max_conns);
+        set_int(req, "max_rps", v->max_rps);
     }
     log_debug("verdict %d (%s) user=%s slug=%s", v->status, v->reason ? v->reason : "", v->user,
               v->slug);
@@ -533,6 +536,8 @@ static void *gw_thread_init(struct ev_loop *loop, void *global)
     t->loop = loop;
     t->g = global;
     policy_ctx_init(&t->pctx);
+    t->pctx.default_max_conns = t->g->cfg->max_conns;
+    t->pctx.default_max_rps = t->g->cfg->max_rps;
     t->inbox = crypt_inbox_new(loop);
     if (!t->inbox) {
         log_error("out of memory starting a worker");

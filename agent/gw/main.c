@@ -43,6 +43,8 @@ enum {
     O_REDIS_PASSWORD,
     O_REDIS_DB,
     O_BALANCE_TIMEOUT,
+    O_MAX_CONNS,
+    O_MAX_RPS,
     O_CRYPT_THREADS,
     O_LOG_LISTEN,
     O_SPOOL_PATH,
@@ -96,6 +98,12 @@ static const struct option_def options[O_COUNT] = {
     [O_REDIS_DB] = {"redis-db", "REDIS_DB", OPT_UINT, "0", 0, 1000, "Redis database number"},
     [O_BALANCE_TIMEOUT] = {"balance-timeout-ms", "GW_BALANCE_TIMEOUT_MS", OPT_UINT, "100", 1, 10000,
                            "wait this long for a balance from Redis, then allow (fail open)"},
+    [O_MAX_CONNS] = {"max-conns", "GW_MAX_CONNS", OPT_UINT, "0", 0, 1000000,
+                     "default for users whose users.max_conns is NULL: requests and tunnels "
+                     "in progress at once per user, per gateway node (0: unlimited)"},
+    [O_MAX_RPS] = {"max-rps", "GW_MAX_RPS", OPT_UINT, "0", 0, 1000000,
+                   "default for users whose users.max_rps is NULL: requests per second per "
+                   "user, per gateway node (0: unlimited)"},
     [O_CRYPT_THREADS] = {"crypt-threads", "GW_CRYPT_THREADS", OPT_UINT, "2", 1, 64,
                          "threads verifying crypt(3) password hashes off the event loops"},
     [O_LOG_LISTEN] = {"billing-listen", "GW_BILLING_LISTEN", OPT_STR, "127.0.0.1:12346", 0, 0,
@@ -163,6 +171,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
 {
     unsigned refresh, full_every, redis_db, balance_timeout, crypt_threads, spool_max_mb, dedup;
     unsigned live_interval, live_max;
+    unsigned max_conns, max_rps;
     bool traffic, live_on;
     char redis_host[256];
     int redis_port;
@@ -179,6 +188,8 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
                       &live_interval) ||
         !options_uint(program.name, &options[O_LIVE_MAX], values[O_LIVE_MAX], &live_max) ||
         !options_bool(program.name, &options[O_LIVE], values[O_LIVE], &live_on) ||
+        !options_uint(program.name, &options[O_MAX_CONNS], values[O_MAX_CONNS], &max_conns) ||
+        !options_uint(program.name, &options[O_MAX_RPS], values[O_MAX_RPS], &max_rps) ||
         !options_bool(program.name, &options[O_TRAFFIC], values[O_TRAFFIC], &traffic))
         return 2;
     if (!values[O_POSTGRES_URI][0]) {
@@ -259,14 +270,17 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         .redis_db = redis_db,
         .balance_timeout_ms = balance_timeout,
         .live = live,
+        .max_conns = max_conns,
+        .max_rps = max_rps,
     };
     static struct gw_stats gstats;
     struct spoa_handler handler;
     handler_gw_init(&handler, &gcfg, &gstats);
 
     static struct spoa_stats stats;
-    log_info("gw-agent %s starting: handler gateway, balance checks %s, redis %s:%d", GW_VERSION,
-             traffic ? "on" : "off", redis_host, redis_port);
+    log_info("gw-agent %s starting: handler gateway, balance checks %s, redis %s:%d, default "
+             "limits per user: %u concurrent, %u/s (0: unlimited)",
+             GW_VERSION, traffic ? "on" : "off", redis_host, redis_port, max_conns, max_rps);
     int rc = spoa_server_run(cfg, &handler, &stats) == 0 ? 0 : 1;
     billing_stop(billing);
     if (live) {
