@@ -147,11 +147,11 @@ t_end
 # back to the billing listener: what was billed is dropped (dedup window),
 # the tunnel cut at hard-stop-after is billed.
 t_begin "the README's recovery command: HAProxy's own log fed back, exactly one record per billable line"
-cmd=$(sed -n '/^  grep -o .gw2 /,/socat -u /p' "$GW_ROOT/README.md" | sed 's/^  //')
+cmd=$(sed -n '/^  grep -o .gw3 /,/socat -u /p' "$GW_ROOT/README.md" | sed 's/^  //')
 assert_match 'socat' "$cmd" "the command is in the README"
 cmd=${cmd//haproxy.log/$GW_TMP/haproxy.log}
 cmd=${cmd//127.0.0.1:12346/127.0.0.1:$BILLING_PORT}
-want=$(grep -o 'gw2 [0-9a-f-]* 200 .*' "$GW_TMP/haproxy.log" | awk '{ print $2 }' | sort -u | wc -l)
+want=$(grep -o 'gw3 [0-9a-f-]* 200 .*' "$GW_TMP/haproxy.log" | awk '{ print $2 }' | sort -u | wc -l)
 bash -c "$cmd"
 wait_until 10 bash -c "[ \$(redis-cli -p $REDIS_PORT LLEN traffic:logs) -ge $want ]"
 sleep 1
