@@ -122,20 +122,13 @@ static void set_int(struct spoa_req *req, const char *name, int64_t value)
     spoa_req_set_var(req, SPOP_SCOPE_TXN, name, &d);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void answer(struct gw_thread *t, struct spoa_req *req, const struct policy_verdict *v,
                    const struct stream_key *k)
 {
     struct live *live = t->g->cfg->live;
     if (v->status == 200 && live && k && k->ok &&
         live_register(live, k->pid, k->id, k->rid, k->rid_len, v->user, strlen(v->user),
-                      mono_ms()) != 0)
+                      clock_mono_ms()) != 0)
         STAT_ADD(t, live_unregistered);
     atomic_fetch_add_explicit(&t->g->stats->verdicts[status_slot(v->status)], 1,
                               memory_order_relaxed);
