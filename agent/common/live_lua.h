@@ -26,18 +26,21 @@
 #define LIVE_KEY_BALANCE "balance:cache:"
 
 /* Shared by the scripts below: set request rid of user u to total bytes, then
- * publish u on gw:cut when its live balance is used up (once per script). */
+ * publish u on gw:cut when its live balance is used up (once per script).
+ * Also keeps, per user with a balance, what is left and how much it grew. */
 #define LIVE_LUA_SET_TOTAL                                                                         \
-    "local cut = {}\n"                                                                             \
+    "local cut, left, grew = {}, {}, {}\n"                                                         \
     "local function set_total(u, rid, total, only_up)\n"                                           \
     "  local h = '" LIVE_KEY_HASH "' .. u\n"                                                       \
     "  local old = tonumber(redis.call('HGET', h, rid) or 0) or 0\n"                               \
     "  if only_up and total <= old then return end\n"                                              \
     "  redis.call('HSET', h, rid, string.format('%d', total))\n"                                   \
+    "  grew[u] = (grew[u] or 0) + total - old\n"                                                   \
     "  local s = redis.call('INCRBY', '" LIVE_KEY_SUM                                              \
     "' .. u, string.format('%d', total - old))\n"                                                  \
     "  if cut[u] then return end\n"                                                                \
     "  local bal = tonumber(redis.call('GET', '" LIVE_KEY_BALANCE "' .. u) or '')\n"               \
+    "  if bal then left[u] = bal - s end\n"                                                        \
     "  if bal and bal - s <= 0 then\n"                                                             \
     "    cut[u] = true\n"                                                                          \
     "    redis.call('PUBLISH', '" LIVE_CHANNEL_CUT "', u)\n"                                       \
@@ -45,15 +48,22 @@
     "end\n"
 
 /* The meter's progress. ARGV: (user, request id, bytes so far) triples.
- * Returns how many users it published on gw:cut. */
-static const char live_lua_progress[] =
-    LIVE_LUA_SET_TOTAL "for i = 1, #ARGV - 2, 3 do\n"
-                       "  local total = tonumber(ARGV[i + 2])\n"
-                       "  if total then set_total(ARGV[i], ARGV[i + 1], total, true) end\n"
-                       "end\n"
-                       "local n = 0\n"
-                       "for _ in pairs(cut) do n = n + 1 end\n"
-                       "return n\n";
+ * Returns {users published on gw:cut, horizon}: horizon is the smallest
+ * left / grew over the users still in credit whose streams grew, i.e. in how
+ * many of the intervals just measured the first of them runs out at this
+ * pace ("%.3f"; nil when none), so the meter can look again in time. */
+static const char live_lua_progress[] = LIVE_LUA_SET_TOTAL
+    "for i = 1, #ARGV - 2, 3 do\n"
+    "  local total = tonumber(ARGV[i + 2])\n"
+    "  if total then set_total(ARGV[i], ARGV[i + 1], total, true) end\n"
+    "end\n"
+    "local n, horizon = 0, nil\n"
+    "for _ in pairs(cut) do n = n + 1 end\n"
+    "for u, l in pairs(left) do\n"
+    "  local g = grew[u] or 0\n"
+    "  if l > 0 and g > 0 and (not horizon or l / g < horizon) then horizon = l / g end\n"
+    "end\n"
+    "return {n, horizon and string.format('%.3f', horizon) or false}\n";
 
 /* The billing push with live accounting, in place of
  *   MULTI; RPUSH traffic:logs r1..rn; SET <pushed key> <seq> EX <ttl>; EXEC

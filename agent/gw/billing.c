@@ -569,12 +569,13 @@ static void stop_cb(struct ev_loop *loop, ev_async *a, int revents)
 }
 
 /* The meter's progress goes out on the push connection (meter.h). */
-static bool meter_send(void *arg, int argc, const char **argv, const size_t *argvlen)
+static bool meter_send(void *arg, int argc, const char **argv, const size_t *argvlen,
+                       redisCallbackFn *cb, void *privdata)
 {
     struct billing *b = arg;
     redisAsyncContext *ac = redis_conn_ctx(b->redis);
     return b->redis_ready && ac &&
-           redisAsyncCommandArgv(ac, NULL, NULL, argc, argv, argvlen) == REDIS_OK;
+           redisAsyncCommandArgv(ac, cb, privdata, argc, argv, argvlen) == REDIS_OK;
 }
 
 static void *billing_main(void *arg)

@@ -29,6 +29,7 @@
 #define PRUNE_GRACE_MS    10000 /* a stream this young may not be in HAProxy's dump yet */
 #define TRIPLES_PER_EVAL  1000
 #define MAX_PENDING_USERS 4096
+#define SOONEST_S         0.05 /* the earliest an early dump comes */
 #define STAT(m, f, n)     atomic_fetch_add_explicit(&(m)->st->f, (n), memory_order_relaxed)
 
 struct span {
@@ -45,10 +46,12 @@ struct meter {
     bool stopping;
 
     ev_timer tick;
+    ev_timer soon; /* an early dump: a user is about to run out */
     struct replay *dump;
     struct sess_dump parse;
     bool dump_begun;
     int64_t dump_started_ms; /* monotonic */
+    int64_t prev_started_ms; /* the dump before: what the progress measured */
 
     /* users waiting to be cut: those in [0, ready) heard before the current
      * dump began (cut when it ends), the rest after (need the next one) */
@@ -112,6 +115,28 @@ static void progress_cb(void *arg, const char *user, size_t user_len, const char
     }
 }
 
+/* The progress script's reply: when the first user in credit would run out
+ * at the pace of the last interval; look again about then. */
+static void progress_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    struct meter *m = privdata;
+    redisReply *r = reply;
+    if (!r || m->stopping || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+        r->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    double horizon = strtod(r->element[1]->str, NULL); /* in intervals just measured */
+    double measured_s = (double)(m->dump_started_ms - m->prev_started_ms) / 1000.0;
+    double at = horizon * measured_s;
+    if (measured_s <= 0 || !(at < m->tick.repeat)) return; /* the next tick is soon enough */
+    if (at < SOONEST_S) at = SOONEST_S;
+    if (ev_is_active(&m->soon) && ev_timer_remaining(m->loop, &m->soon) <= at) return;
+    ev_timer_stop(m->loop, &m->soon);
+    ev_timer_set(&m->soon, at, 0.);
+    ev_timer_start(m->loop, &m->soon);
+    STAT(m, early_dumps, 1);
+}
+
 /* One script call per TRIPLES_PER_EVAL streams, on the push connection. */
 static void send_progress(struct meter *m)
 {
@@ -131,7 +156,7 @@ static void send_progress(struct meter *m)
             argv[argc] = m->text + m->spans[i].off;
             argvlen[argc++] = m->spans[i].len;
         }
-        if (m->send(m->send_arg, argc, argv, argvlen))
+        if (m->send(m->send_arg, argc, argv, argvlen, progress_reply, m))
             STAT(m, progress, n);
         else
             STAT(m, progress_lost, n);
@@ -241,6 +266,7 @@ static void start_dump(struct meter *m)
     if (m->dump || m->stopping) return;
     sess_dump_init(&m->parse, stream_cb, m);
     m->dump_begun = false;
+    m->prev_started_ms = m->dump_started_ms;
     m->dump_started_ms = clock_mono_ms();
     m->ready = m->npending;
     m->dump = cli_run(m->loop, m->cfg.haproxy_cli, "show info;show sess all", DUMP_TIMEOUT_S,
@@ -257,6 +283,13 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct meter *m = t->data;
     if (live_active(m->live) || m->npending) start_dump(m);
+}
+
+static void soon_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    start_dump(t->data); /* one in progress: its end sends the next progress */
 }
 
 /* --- shutting sessions down ------------------------------------------------------------ */
@@ -357,7 +390,8 @@ struct meter *meter_start(struct ev_loop *loop, const struct meter_config *cfg, 
     m->send_arg = send_arg;
     double every = (cfg->interval_ms ? cfg->interval_ms : 500) / 1000.0;
     ev_timer_init(&m->tick, tick_cb, every, every);
-    m->tick.data = m;
+    ev_timer_init(&m->soon, soon_cb, SOONEST_S, 0.);
+    m->tick.data = m->soon.data = m;
     ev_timer_start(loop, &m->tick);
     if (!m->cfg.redis.retry_s) m->cfg.redis.retry_s = SUB_RETRY_S;
     m->sub = redis_conn_start(loop, &m->cfg.redis, sub_up, sub_down, m);
@@ -372,6 +406,7 @@ void meter_stop(struct meter *m)
     if (!m) return;
     m->stopping = true;
     ev_timer_stop(m->loop, &m->tick);
+    ev_timer_stop(m->loop, &m->soon);
     replay_cancel(m->dump);
     replay_cancel(m->shut);
     redis_conn_stop(m->sub);

@@ -7,7 +7,11 @@
  *   - every interval, while the registry holds a stream: one
  *     "show info; show sess all" on HAProxy's CLI (sess_dump.h), then one
  *     script call with the totals of the streams that grew; the script
- *     publishes a user on gw:cut when its live balance reaches zero;
+ *     publishes a user on gw:cut when its live balance reaches zero, and
+ *     says when the first user in credit would run out at the pace just
+ *     measured: if that is sooner than the interval, the next dump comes
+ *     then (no sooner than 50 ms), so a fast transfer is caught close to
+ *     the end of its balance, not up to a whole interval later;
  *   - a subscriber connection to Redis hears gw:cut from every node; for
  *     each user it takes a fresh dump and sends "shutdown session <ptr>" for
  *     each of the user's streams (the CLI needs level admin).
@@ -42,11 +46,13 @@ struct meter_stats {
     atomic_uint_fast64_t sessions_shut; /* "shutdown session" sent */
     atomic_uint_fast64_t last_dump_us;  /* how long the last dump took */
     atomic_uint_fast64_t last_streams;  /* streams in the last dump */
+    atomic_uint_fast64_t early_dumps;   /* dumps brought forward: a user about to run out */
 };
 
-/* Sends one command (hiredis argv form) on the push connection; false when
- * it is not connected. */
-typedef bool (*meter_send_fn)(void *arg, int argc, const char **argv, const size_t *argvlen);
+/* Sends one command (hiredis argv form) on the push connection, its reply to
+ * cb (hiredis's callback, may be NULL); false when it is not connected. */
+typedef bool (*meter_send_fn)(void *arg, int argc, const char **argv, const size_t *argvlen,
+                              redisCallbackFn *cb, void *privdata);
 
 struct meter;
 
