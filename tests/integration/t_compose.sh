@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # shellcheck disable=SC2016 # jq filters: their $names are jq's, single-quoted on purpose
-# t_compose.sh: the docker compose stack (compose/), checked statically: no
-# container engine runs here, so this checks what can be checked without one.
+# t_compose.sh: the docker compose stack (compose/), checked statically:
+# what can be checked without a container engine (tests/compose/run.sh,
+# `make compose-test`, runs the stacks for real).
 # Debian's docker-compose (v1, needs no daemon for `config`) resolves
 # compose/docker-compose.yml with compose/.env.example as a user fills it in;
 # the checks then read that resolved configuration (as JSON, through
@@ -171,15 +172,27 @@ for df in $dockerfiles; do
     [ -f "$df" ] || { t_fail "missing Dockerfile $df"; continue; }
     ins=$(dockerfile_instructions "$df")
     last=$(printf '%s\n' "$ins" | tail -n 1 | cut -f1)
+    # ARGs before the first FROM may name the images: their defaults count.
+    declare -A arg_default=()
+    while read -r line; do
+        if [[ $line =~ ^ARG[[:space:]]+([A-Za-z_][A-Za-z0-9_]*)(=([^[:space:]]*))? ]]; then
+            arg_default[${BASH_REMATCH[1]}]=${BASH_REMATCH[3]}
+        fi
+    done < <(printf '%s\n' "$ins" | sed -n 's/^\t//p') # stage "": before any FROM
     stages=" "
     while IFS=$'\t' read -r n line; do
         read -r _ from _ name <<<"$line"
+        if [[ $from =~ ^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$ ]]; then
+            from=${arg_default[${BASH_REMATCH[1]}]:-}
+            [ -n "$from" ] || t_fail "$df: FROM $line: the ARG has no default"
+        fi
         if [[ $stages != *" $from "* ]]; then # not an earlier stage: an image
             [[ ${from##*/} == *:* ]] || t_fail "$df: FROM $from has no tag"
             [ "${from##*:}" != latest ] || t_fail "$df: FROM $from is not pinned"
         fi
         stages+="${name:-stage$n} "
     done < <(printf '%s\n' "$ins" | grep -iP '^\d+\tFROM\s')
+    unset arg_default
     final=$(printf '%s\n' "$ins" | grep "^$last"$'\t' | cut -f2-)
     printf '%s\n' "$ins" | grep -v "^$last"$'\t' | grep -qE $'^[0-9]+\tRUN (.*(&&|;|\\|\\|) *)?make\\>' \
         || t_fail "$df: no build stage runs make (as a command)"
