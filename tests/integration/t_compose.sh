@@ -367,4 +367,39 @@ while read -r svc dep; do
 done < <(q '.services | to_entries[] | .key as $s | .value.depends_on // {} | to_entries[]
             | select(.value.condition == "service_healthy") | "\($s) \(.key)"')
 
+# --- 11. the two-node stack -----------------------------------------------------------------------
+t_begin "docker-compose.nodes.yml: the balancer sends PROXY headers to each node's GW_PROXY_PORT, which trusts only it; each node's HAProxy reaches its own agent"
+nodes_file=$compose_dir/docker-compose.nodes.yml
+if env -i PATH="$PATH" HOME="$GW_TMP" docker-compose --project-directory "$compose_dir" --env-file "$env_file" \
+    -f "$nodes_file" config >"$GW_TMP/nodes.yml" 2>"$GW_TMP/nodes-config.log"; then
+    python3 -c 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)' \
+        <"$GW_TMP/nodes.yml" >"$GW_TMP/nodes.json"
+    nq() { jq -r "$@" "$GW_TMP/nodes.json"; }
+    lb_cfg=$(nq '.services.lb.volumes[] | if type == "string" then split(":") | {source: .[0], target: .[1]} else . end
+                 | select(.target | endswith("/lb.cfg")) | .source')
+    [ -f "$lb_cfg" ] || t_fail "the balancer's lb.cfg ($lb_cfg) is not a file"
+    lb_ip=$(nq '.services.lb.networks.edge.ipv4_address // empty')
+    for n in 1 2; do
+        h=haproxy-$n
+        node_ip=$(nq --arg s "$h" '.services[$s].networks.edge.ipv4_address // empty')
+        assert_eq "$node_ip:$(nq --arg s "$h" '.services[$s].environment.GW_PROXY_PORT')" \
+            "$(nq --arg n "GW_NODE_$n" '.services.lb.environment[$n] // empty')" "the balancer's GW_NODE_$n"
+        assert_eq "$lb_ip/32" "$(nq --arg s "$h" '.services[$s].environment.GW_TRUSTED_PROXIES')" "$h GW_TRUSTED_PROXIES"
+        agent_ip=$(nq --arg a "agent-$n" --arg f "front-$n" '.services[$a].networks[$f].ipv4_address // empty')
+        assert_eq "$agent_ip:12345 $agent_ip:12346" \
+            "$(nq --arg s "$h" '"\(.services[$s].environment.GW_AGENT_ADDR) \(.services[$s].environment.GW_BILLING_ADDR)"')" \
+            "$h GW_AGENT_ADDR, GW_BILLING_ADDR"
+        assert_eq "$h:9999" "$(nq --arg a "agent-$n" '.services[$a].environment.GW_HAPROXY_CLI')" "agent-$n GW_HAPROXY_CLI"
+        assert_eq "[]" "$(nq -c --arg s "$h" '.services[$s].ports // []')" "$h publishes no port"
+    done
+    assert_eq "$(q '.services.haproxy.image')" "$(nq '.services["haproxy-1"].image')" "the nodes' HAProxy image"
+    assert_eq true "$(nq '.networks.back.internal')" "back is internal"
+    for s in lb haproxy-1 haproxy-2; do
+        [[ " $(nq -r --arg s "$s" '.services[$s].networks | keys | join(" ")') " != *" back "* ]] || t_fail "$s is on back"
+    done
+else
+    t_fail "docker-compose config of docker-compose.nodes.yml failed" "$(cat "$GW_TMP/nodes-config.log")"
+fi
+t_end
+
 t_summary
