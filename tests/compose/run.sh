@@ -45,6 +45,9 @@ set -u
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/services.sh"
 
 svc_init || { echo "0 passed, 1 failed"; exit 1; }
+# The test's own stdout, for what cleanup says: a signal's cleanup runs
+# inside whatever redirection the interrupted command had.
+exec 7>&1
 
 CACHE=${GW_COMPOSE_CACHE:-/var/cache/gw-compose}
 COMPOSE_DIR=$GW_ROOT/compose
@@ -209,7 +212,7 @@ cleanup_engine() {
     fi
     if [ "$ENGINE_STARTED" = 1 ]; then
         GW_STOP_TIMEOUT=60 stop_bg dockerd
-        echo "[compose] stopped the dockerd this test started"
+        echo "[compose] stopped the dockerd this test started" >&7
         # the host's network namespace, bind-mounted there by dockerd
         if mountpoint -q "${OWN_SOCK%/*}/exec/netns/default" 2>/dev/null; then
             umount "${OWN_SOCK%/*}/exec/netns/default" 2>/dev/null || true
@@ -218,13 +221,14 @@ cleanup_engine() {
         kill -TERM "$ADOPTED_PID" 2>/dev/null
         deadline=$((SECONDS + 60))
         while kill -0 "$ADOPTED_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
-        echo "[compose] stopped the dockerd an earlier run had left (pid $ADOPTED_PID)"
+        echo "[compose] stopped the dockerd an earlier run had left (pid $ADOPTED_PID)" >&7
     fi
 }
 cleanup_stacks() {
     command -v docker >/dev/null 2>&1 && [ -n "${DOCKER_HOST:-}" ] || return 0
     purge "$P2"
     purge "$P1"
+    echo "[compose] removed the containers, networks and volumes of $P1 and $P2" >&7
 }
 svc_on_exit cleanup_engine
 svc_on_exit cleanup_stacks
