@@ -2,8 +2,10 @@
 #
 #   make            build agent/gw-agent (installs missing Debian build packages)
 #   make run        the whole gateway on this machine, proxy on localhost:8080
-#   make test       unit tests (ASan+UBSan), a short fuzz run, integration tests
+#   make test       unit tests (ASan+UBSan), a short fuzz run, integration tests,
+#                   the compose stacks run for real; prints each suite's time
 #   make unit       agent unit tests only: no HAProxy, PostgreSQL or Redis needed
+#   make compose-test  compose/ stacks built and run with a container engine
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make bench      benchmarks (figures printed, nothing asserted)
 #   make format     clang-format every C source in place
@@ -32,6 +34,9 @@ BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-
 RUN_PKGS   := haproxy redis-server postgresql curl openssl procps iproute2 ca-certificates socat jq
 TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev docker-compose python3-yaml
 BENCH_PKGS := wrk squid apache2-utils gnuplot-nox
+# the compose test: Debian's container engine and Compose v1, debootstrap for
+# the base image; ss (iproute2) and flock (util-linux) for the harness
+COMPOSE_PKGS := docker.io docker-compose debootstrap curl iproute2 procps util-linux
 
 # Sources, by the folder that says who uses them:
 #   agent/common/  the floor both daemons stand on (logging, options, PostgreSQL,
@@ -61,8 +66,8 @@ ASAN_OBJ := $(call asan,$(AGENT_SRC))
 SPOP_SRC := $(wildcard agent/gw/spop_*.c)
 FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 
-.PHONY: all deps run-deps test-deps bench-deps run unit fuzz fuzz-short integration test bench \
-        format format-check clean
+.PHONY: all deps run-deps test-deps bench-deps compose-deps run unit fuzz fuzz-short integration \
+        compose-test test bench format format-check clean
 .DEFAULT_GOAL := all
 
 DAEMONS := agent/gw-agent agent/gw-settle
@@ -71,7 +76,8 @@ all: deps $(DAEMONS) $(TOOLS)
 
 # --- Debian packages ---------------------------------------------------------
 # $(call apt_ensure,pkgs): install the packages that dpkg does not report as
-# installed; quiet, and `apt-get update` only once per checkout.
+# installed; quiet, and `apt-get update` only once per checkout. Waits for
+# another apt-get holding the dpkg lock (up to 10 minutes) instead of failing.
 define apt_ensure
 @missing=$$(for p in $(1); do \
 	dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
@@ -82,7 +88,7 @@ if [ -n "$$missing" ]; then \
 	export DEBIAN_FRONTEND=noninteractive; \
 	mkdir -p build; \
 	if [ ! -e build/.apt-updated ]; then apt-get update -qq >/dev/null && touch build/.apt-updated; fi; \
-	apt-get install -y -qq --no-install-recommends $$missing >build/apt.log 2>&1 \
+	apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends $$missing >build/apt.log 2>&1 \
 		|| { cat build/apt.log >&2; exit 1; }; \
 fi
 endef
@@ -95,6 +101,8 @@ test-deps: deps
 	$(call apt_ensure,$(TEST_PKGS))
 bench-deps: test-deps
 	$(call apt_ensure,$(BENCH_PKGS))
+compose-deps:
+	$(call apt_ensure,$(COMPOSE_PKGS))
 
 # --- the agent ----------------------------------------------------------------
 build/rel/%.o: %.c $(AGENT_HDR) | deps
@@ -211,7 +219,24 @@ fuzz-short:
 integration: all build/asan/gw-agent build/asan/gw-settle test-deps
 	bash tests/integration/run.sh
 
-test: unit fuzz-short integration
+# --- the compose stacks, run for real (tests/compose/run.sh) ---------------------------
+# Starts a container engine when none runs (and stops it after); the images
+# it builds are cached outside the checkout (GW_COMPOSE_CACHE, default
+# /var/cache/gw-compose). Ends with `N passed, M failed`.
+compose-test: compose-deps
+	bash tests/compose/run.sh
+
+# Each suite in turn, stopping at the first that fails; the time of each.
+TEST_SUITES := unit fuzz-short integration compose-test
+test:
+	@times=; for s in $(TEST_SUITES); do \
+		t0=$$(date +%s); \
+		$(MAKE) --no-print-directory $$s; rc=$$?; \
+		t=$$(( $$(date +%s) - t0 )); \
+		times="$$times$$(printf '  %-14s %6ss' $$s $$t)\n"; \
+		echo "make test: $$s took $${t}s"; \
+		if [ $$rc != 0 ]; then printf "make test: suite times\n$$times"; echo "make test: $$s failed"; exit $$rc; fi; \
+	done; printf "make test: suite times\n$$times"
 
 # --- the local stack ------------------------------------------------------------------
 run: all run-deps

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # shellcheck disable=SC2016 # jq filters: their $names are jq's, single-quoted on purpose
-# t_compose.sh: the docker compose stack (compose/), checked statically: no
-# container engine runs here, so this checks what can be checked without one.
+# t_compose.sh: the docker compose stack (compose/), checked statically:
+# what can be checked without a container engine (tests/compose/run.sh,
+# `make compose-test`, runs the stacks for real).
 # Debian's docker-compose (v1, needs no daemon for `config`) resolves
 # compose/docker-compose.yml with compose/.env.example as a user fills it in;
 # the checks then read that resolved configuration (as JSON, through
@@ -171,15 +172,27 @@ for df in $dockerfiles; do
     [ -f "$df" ] || { t_fail "missing Dockerfile $df"; continue; }
     ins=$(dockerfile_instructions "$df")
     last=$(printf '%s\n' "$ins" | tail -n 1 | cut -f1)
+    # ARGs before the first FROM may name the images: their defaults count.
+    declare -A arg_default=()
+    while read -r line; do
+        if [[ $line =~ ^ARG[[:space:]]+([A-Za-z_][A-Za-z0-9_]*)(=([^[:space:]]*))? ]]; then
+            arg_default[${BASH_REMATCH[1]}]=${BASH_REMATCH[3]}
+        fi
+    done < <(printf '%s\n' "$ins" | sed -n 's/^\t//p') # stage "": before any FROM
     stages=" "
     while IFS=$'\t' read -r n line; do
         read -r _ from _ name <<<"$line"
+        if [[ $from =~ ^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$ ]]; then
+            from=${arg_default[${BASH_REMATCH[1]}]:-}
+            [ -n "$from" ] || t_fail "$df: FROM $line: the ARG has no default"
+        fi
         if [[ $stages != *" $from "* ]]; then # not an earlier stage: an image
             [[ ${from##*/} == *:* ]] || t_fail "$df: FROM $from has no tag"
             [ "${from##*:}" != latest ] || t_fail "$df: FROM $from is not pinned"
         fi
         stages+="${name:-stage$n} "
     done < <(printf '%s\n' "$ins" | grep -iP '^\d+\tFROM\s')
+    unset arg_default
     final=$(printf '%s\n' "$ins" | grep "^$last"$'\t' | cut -f2-)
     printf '%s\n' "$ins" | grep -v "^$last"$'\t' | grep -qE $'^[0-9]+\tRUN (.*(&&|;|\\|\\|) *)?make\\>' \
         || t_fail "$df: no build stage runs make (as a command)"
@@ -353,5 +366,40 @@ while read -r svc dep; do
         || t_fail "$svc waits for $dep to be healthy, but $dep has no health check"
 done < <(q '.services | to_entries[] | .key as $s | .value.depends_on // {} | to_entries[]
             | select(.value.condition == "service_healthy") | "\($s) \(.key)"')
+
+# --- 11. the two-node stack -----------------------------------------------------------------------
+t_begin "docker-compose.nodes.yml: the balancer sends PROXY headers to each node's GW_PROXY_PORT, which trusts only it; each node's HAProxy reaches its own agent"
+nodes_file=$compose_dir/docker-compose.nodes.yml
+if env -i PATH="$PATH" HOME="$GW_TMP" docker-compose --project-directory "$compose_dir" --env-file "$env_file" \
+    -f "$nodes_file" config >"$GW_TMP/nodes.yml" 2>"$GW_TMP/nodes-config.log"; then
+    python3 -c 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)' \
+        <"$GW_TMP/nodes.yml" >"$GW_TMP/nodes.json"
+    nq() { jq -r "$@" "$GW_TMP/nodes.json"; }
+    lb_cfg=$(nq '.services.lb.volumes[] | if type == "string" then split(":") | {source: .[0], target: .[1]} else . end
+                 | select(.target | endswith("/lb.cfg")) | .source')
+    [ -f "$lb_cfg" ] || t_fail "the balancer's lb.cfg ($lb_cfg) is not a file"
+    lb_ip=$(nq '.services.lb.networks.edge.ipv4_address // empty')
+    for n in 1 2; do
+        h=haproxy-$n
+        node_ip=$(nq --arg s "$h" '.services[$s].networks.edge.ipv4_address // empty')
+        assert_eq "$node_ip:$(nq --arg s "$h" '.services[$s].environment.GW_PROXY_PORT')" \
+            "$(nq --arg n "GW_NODE_$n" '.services.lb.environment[$n] // empty')" "the balancer's GW_NODE_$n"
+        assert_eq "$lb_ip/32" "$(nq --arg s "$h" '.services[$s].environment.GW_TRUSTED_PROXIES')" "$h GW_TRUSTED_PROXIES"
+        agent_ip=$(nq --arg a "agent-$n" --arg f "front-$n" '.services[$a].networks[$f].ipv4_address // empty')
+        assert_eq "$agent_ip:12345 $agent_ip:12346" \
+            "$(nq --arg s "$h" '"\(.services[$s].environment.GW_AGENT_ADDR) \(.services[$s].environment.GW_BILLING_ADDR)"')" \
+            "$h GW_AGENT_ADDR, GW_BILLING_ADDR"
+        assert_eq "$h:9999" "$(nq --arg a "agent-$n" '.services[$a].environment.GW_HAPROXY_CLI')" "agent-$n GW_HAPROXY_CLI"
+        assert_eq "[]" "$(nq -c --arg s "$h" '.services[$s].ports // []')" "$h publishes no port"
+    done
+    assert_eq "$(q '.services.haproxy.image')" "$(nq '.services["haproxy-1"].image')" "the nodes' HAProxy image"
+    assert_eq true "$(nq '.networks.back.internal')" "back is internal"
+    for s in lb haproxy-1 haproxy-2; do
+        [[ " $(nq -r --arg s "$s" '.services[$s].networks | keys | join(" ")') " != *" back "* ]] || t_fail "$s is on back"
+    done
+else
+    t_fail "docker-compose config of docker-compose.nodes.yml failed" "$(cat "$GW_TMP/nodes-config.log")"
+fi
+t_end
 
 t_summary

@@ -10,9 +10,9 @@
 # the case instead of passing on nothing.
 #
 # Not run here: `make test` itself (CI runs it: .ci/run, checked below), the
-# docker commands of "Running with compose" (no container engine;
-# tests/integration/t_compose.sh checks the compose stack statically; its SQL
-# and curl commands are run here).
+# docker commands of "Running with compose" (tests/compose/run.sh runs them
+# against the real stack, `make compose-test`; their SQL and curl commands are
+# also run here).
 # shellcheck disable=SC2016 # backquotes in single quotes are Markdown's
 set -u
 . "$(dirname "$0")/../lib/services.sh"

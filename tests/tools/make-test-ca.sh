@@ -3,7 +3,10 @@
 # for 127.0.0.1, ::1 and localhost, with the openssl CLI (tests only; never
 # commit the output).
 #
-#   bash tests/tools/make-test-ca.sh DIR [DAYS=2]
+#   bash tests/tools/make-test-ca.sh DIR [DAYS=2] [NAME...]
+#
+# Each NAME is one more DNS name of the server certificate (the compose test
+# serves example.com from its provider stand-in).
 #
 # Writes into DIR (created if missing):
 #   ca.pem      the CA certificate: give it to clients (curl --cacert DIR/ca.pem)
@@ -16,6 +19,11 @@ set -euo pipefail
 
 dir=${1:?usage: make-test-ca.sh DIR [DAYS]}
 days=${2:-2}
+extra_names=
+for name in "${@:3}"; do
+    [[ $name =~ ^[A-Za-z0-9.-]+$ ]] || { echo "make-test-ca.sh: bad name: $name" >&2; exit 1; }
+    extra_names+=",DNS:$name"
+done
 command -v openssl >/dev/null 2>&1 || { echo "make-test-ca.sh: openssl not installed" >&2; exit 1; }
 mkdir -p "$dir"
 cd "$dir"
@@ -39,11 +47,11 @@ run openssl req -x509 -new -key ca.key -sha256 -days "$days" -subj "/CN=gw test 
 
 run openssl ecparam -name prime256v1 -genkey -noout -out server.key
 run openssl req -new -key server.key -subj "/CN=localhost" -out server.csr
-cat >server.ext <<'EOF'
+cat >server.ext <<EOF
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost
+subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost$extra_names
 EOF
 run openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 \
     -days "$days" -extfile server.ext -out server.crt

@@ -67,6 +67,8 @@ static struct {
     int npasswords;
     const char *users[MAX_RULES]; /* "user:pass" */
     int nusers;
+    const char *resolve[MAX_RULES]; /* "name:loopback address" */
+    int nresolve;
     struct listener ls[MAX_LISTENERS];
     int nls;
     struct ev_loop *loop;
@@ -642,6 +644,14 @@ static int target_addr(const char *a, size_t n, bool need_port, struct sockaddr_
     struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
     struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
     if (strcasecmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
+    /* --resolve NAME:ADDR stands a name on the Internet in for a loopback origin. */
+    for (int i = 0; i < cfg.nresolve && a[0] != '['; i++) {
+        const char *colon = strchr(cfg.resolve[i], ':');
+        if ((size_t)(colon - cfg.resolve[i]) == hl && strncasecmp(cfg.resolve[i], host, hl) == 0) {
+            snprintf(host, sizeof host, "%s", colon + 1);
+            break;
+        }
+    }
     if (a[0] != '[' && inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
         if ((ntohl(s4->sin_addr.s_addr) >> 24) != 127) return -2;
         s4->sin_family = AF_INET;
@@ -1382,6 +1392,8 @@ static void usage(FILE *f)
             "  --password PASS            accept any username with this password (repeatable)\n"
             "  --user USER:PASS           accept this exact pair (repeatable); with neither\n"
             "                             option any Basic credentials are accepted\n"
+            "  --resolve NAME:ADDR        take target host NAME for the loopback IPv4 address\n"
+            "                             ADDR (repeatable): an Internet name served locally\n"
             "  --record FILE              append \"<listen port> <method> <target> <username>\"\n"
             "                             per request head (username \"-\" when none; bytes\n"
             "                             outside 0x21-0x7e and %% written as %%XX)\n"
@@ -1397,18 +1409,15 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
-                                         {"name", required_argument, NULL, 'n'},
-                                         {"password", required_argument, NULL, 'p'},
-                                         {"user", required_argument, NULL, 'u'},
-                                         {"record", required_argument, NULL, 'r'},
-                                         {"mode", required_argument, NULL, 'm'},
-                                         {"verbose", no_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, 'l'},   {"name", required_argument, NULL, 'n'},
+        {"password", required_argument, NULL, 'p'}, {"user", required_argument, NULL, 'u'},
+        {"record", required_argument, NULL, 'r'},   {"resolve", required_argument, NULL, 'R'},
+        {"mode", required_argument, NULL, 'm'},     {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     const char *listens[MAX_LISTENERS];
     int nlistens = 0, opt;
-    while ((opt = getopt_long(argc, argv, "l:n:p:u:r:m:vh", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "l:n:p:u:r:R:m:vh", opts, NULL)) != -1) {
         switch (opt) {
         case 'l':
             if (nlistens == MAX_LISTENERS) return 2;
@@ -1428,6 +1437,17 @@ int main(int argc, char **argv)
             }
             cfg.users[cfg.nusers++] = optarg;
             break;
+        case 'R': {
+            const char *colon = strchr(optarg, ':');
+            struct in_addr ia;
+            if (cfg.nresolve == MAX_RULES || !colon || colon == optarg ||
+                inet_pton(AF_INET, colon + 1, &ia) != 1 || (ntohl(ia.s_addr) >> 24) != 127) {
+                fprintf(stderr, "upstream: --resolve wants NAME:127.x.y.z\n");
+                return 2;
+            }
+            cfg.resolve[cfg.nresolve++] = optarg;
+            break;
+        }
         case 'r':
             cfg.record_fd = open(optarg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
             if (cfg.record_fd < 0) {
