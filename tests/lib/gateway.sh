@@ -84,7 +84,7 @@ start_gateway_stack() {
     start_agent || return 1
     if [ "${GW_WITH_SETTLE:-0}" = 1 ]; then
         start_bg settle "${GW_SETTLE:-$GW_ROOT/agent/gw-settle}" --postgres-uri "$POSTGRES_URI" \
-            --redis-addr "$REDIS_ADDR" || return 1
+            --redis-addr "$REDIS_ADDR" --metrics-listen "127.0.0.1:$SETTLE_METRICS_PORT" || return 1
     fi
     start_haproxy "${GW_HAPROXY_CFG:-$GW_ROOT/haproxy/gateway.cfg}" PORT="$GW_PORT" GW_BIND=127.0.0.1 \
         GW_PROXY_PORT="$GW_PROXY_PORT" GW_TRUSTED_PROXIES="127.0.0.1/32" \
