@@ -125,7 +125,7 @@ static const struct option_def options[O_COUNT] = {
                       "HAProxy's master CLI (haproxy -S: socket path or host:port): after a "
                       "reload the old worker's ring is read before it exits; empty: what it "
                       "logs after the reload is lost"},
-    [O_BILLING_HOLD] = {"billing-hold", "GW_BILLING_HOLD", OPT_STR, "127.0.0.1:12347", 0, 0,
+    [O_BILLING_HOLD] = {"billing-hold", "GW_BILLING_HOLD", OPT_STR, "127.0.0.1:12348", 0, 0,
                         "HAProxy's gw-billing-hold frontend: the agent's idle connection there "
                         "keeps a worker alive after a reload until its ring is read"},
     [O_DEDUP] = {"billing-dedup", "GW_BILLING_DEDUP", OPT_UINT, "1048576", 16, 268435456,
@@ -141,7 +141,7 @@ static const struct option_def options[O_COUNT] = {
     [O_LIVE_MAX] = {"live-max-streams", "GW_LIVE_MAX_STREAMS", OPT_UINT, "262144", 1, 16777216,
                     "running streams the live balance tracks at most (about 150 bytes each); "
                     "beyond, a stream counts only when it ends"},
-    [O_METRICS_LISTEN] = {"metrics-listen", "GW_METRICS_LISTEN", OPT_STR, "127.0.0.1:12347", 0, 0,
+    [O_METRICS_LISTEN] = {"metrics-listen", "GW_METRICS_LISTEN", OPT_STR, "127.0.0.1:12348", 0, 0,
                           "where GET /metrics serves Prometheus metrics (host:port; '' "
                           "disables); a bind failure is logged, verdicts go on without it"},
 };

@@ -55,7 +55,7 @@ static const struct option_def options[O_COUNT] = {
                    "Redis command timeout and PostgreSQL connect timeout"},
     [O_BACKOFF_MAX] = {"backoff-max-ms", "GW_SETTLE_BACKOFF_MAX_MS", OPT_UINT, "5000", 100, 600000,
                        "longest retry wait (100 ms, doubling) while a service fails"},
-    [O_METRICS_LISTEN] = {"metrics-listen", "GW_SETTLE_METRICS_LISTEN", OPT_STR, "127.0.0.1:12348",
+    [O_METRICS_LISTEN] = {"metrics-listen", "GW_SETTLE_METRICS_LISTEN", OPT_STR, "127.0.0.1:12349",
                           0, 0,
                           "where GET /metrics serves Prometheus metrics (host:port; '' "
                           "disables); a bind failure is logged, settling goes on without it"},
