@@ -115,6 +115,17 @@ for ((r = 1; r <= REPS; r++)); do
     H_ON+=("$(http_run on)")
 done
 
+# What one scrape costs the agent, independent of the machine's other load:
+# its CPU time (utime + stime, all threads) across SCRAPES scrapes of an idle agent.
+SCRAPES=${BENCH_SCRAPES:-200}
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+apid=$(bg_pid agent)
+t0=$(cpu_ticks "$apid")
+for ((i = 0; i < SCRAPES; i++)); do curl -s --max-time 5 -o /dev/null "http://127.0.0.1:$AGENT_METRICS_PORT/metrics"; done
+t1=$(cpu_ticks "$apid")
+bytes=$(curl -s --max-time 5 "http://127.0.0.1:$AGENT_METRICS_PORT/metrics" | wc -c)
+scrape_us=$(awk -v d=$((t1 - t0)) -v n="$SCRAPES" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", d / hz / n * 1e6 }')
+
 vo=$(printf '%s\n' "${V_OFF[@]}" | median)
 vn=$(printf '%s\n' "${V_ON[@]}" | median)
 ho=$(printf '%s\n' "${H_OFF[@]}" | median)
@@ -123,4 +134,5 @@ echo
 printf '%-12s %12s %12s %8s\n' "median" "off" "on" "on/off"
 printf '%-12s %12.0f %12.0f %8.3f\n' "verdicts/s" "$vo" "$vn" "$(awk -v a="$vn" -v b="$vo" 'BEGIN { print b ? a / b : 0 }')"
 printf '%-12s %12.0f %12.0f %8.3f\n' "HTTP req/s" "$ho" "$hn" "$(awk -v a="$hn" -v b="$ho" 'BEGIN { print b ? a / b : 0 }')"
+echo "one scrape of the agent (${bytes} bytes): ${scrape_us} us of its CPU (${SCRAPES} scrapes; the optimized build: GW_BENCH_AGENT)"
 echo "(floor: on/off >= 0.97; on a shared 2-core machine single runs vary by more than that: compare the medians)"
