@@ -32,7 +32,7 @@ endif
 BUILD_PKGS := gcc make pkg-config libev-dev libhiredis-dev libmsgpack-dev libpq-dev \
               libcrypt-dev libssl-dev zlib1g-dev
 RUN_PKGS   := haproxy redis-server postgresql curl openssl procps iproute2 ca-certificates socat jq
-TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev docker-compose python3-yaml
+TEST_PKGS  := $(RUN_PKGS) check clang libclang-rt-14-dev docker-compose python3-yaml prometheus
 BENCH_PKGS := wrk squid apache2-utils gnuplot-nox
 # the compose test: Debian's container engine and Compose v1, debootstrap for
 # the base image; ss (iproute2) and flock (util-linux) for the harness

@@ -26,6 +26,9 @@ if ss -Htln "sport = :$PORT" | grep -q .; then
     exit 1
 fi
 svc_init
+# HAProxy's Prometheus exporter (haproxy/gateway.cfg reads it), on loopback.
+GW_METRICS_PORT=${GW_METRICS_PORT:-$(free_port)}
+export GW_METRICS_PORT
 # Stop order on Ctrl-C: HAProxy lets in-flight requests finish, then the
 # agent, then the settlement worker.
 svc_on_exit stop_bg settle TERM
@@ -50,6 +53,9 @@ Proxy gateway running on http://127.0.0.1:$PORT   (Ctrl-C stops everything)
               reload: echo reload | socat - $GW_TMP/haproxy-master.sock
   upstream    demo provider stand-in on 127.0.0.1:$UP_PORT_MIN-$UP_PORT_MAX
   origin      http://127.0.0.1:$ORIGIN_PORT and https://localhost:$ORIGIN_TLS_PORT (test CA: $GW_CA)
+  metrics     HAProxy http://127.0.0.1:$GW_METRICS_PORT/metrics
+              gw-agent http://127.0.0.1:$AGENT_METRICS_PORT/metrics
+              gw-settle http://127.0.0.1:$SETTLE_METRICS_PORT/metrics
   logs        $GW_TMP/*.log
 
 $customers Try:

@@ -138,6 +138,7 @@ static void set_paused(struct billing *b, bool paused)
 
 static void check_fill(struct billing *b)
 {
+    atomic_store_explicit(&b->stats->spool_size, spool_pending_bytes(b->sp), memory_order_relaxed);
     uint64_t pct = spool_pending_bytes(b->sp) * 100 / spool_max_bytes(b->sp);
     int level = pct >= 90 ? 90 : pct >= 80 ? 80 : pct >= 50 ? 50 : 0;
     if (level > b->fill_warned)
@@ -326,7 +327,9 @@ static void replay_done(void *arg, const struct replay_report *rep)
 {
     struct billing *b = arg;
     b->replay = NULL;
+    STAT(b, replays);
     if (rep->error) {
+        STAT(b, replay_bad);
         log_warn("billing: reading back the ring %s from HAProxy's CLI %s failed: %s (attempt "
                  "%d of %d)",
                  b->cfg.ring, b->cfg.haproxy_cli, rep->error, b->replay_tries + 1, REPLAY_TRIES);

@@ -44,6 +44,9 @@ struct billing_stats {
     atomic_uint_fast64_t spool_full; /* times reading paused on a full spool */
     atomic_uint_fast64_t duplicates; /* seen before (dedup window): dropped */
     atomic_uint_fast64_t recovered;  /* billed from a read-back of the ring */
+    atomic_uint_fast64_t replays;    /* read-backs of the ring, failed ones included */
+    atomic_uint_fast64_t replay_bad; /* read-backs that failed (retried) */
+    atomic_uint_fast64_t spool_size; /* bytes in the spool not yet pushed (a gauge) */
 };
 
 struct billing;

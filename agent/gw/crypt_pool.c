@@ -212,3 +212,11 @@ bool crypt_submit(struct crypt_pool *p, struct crypt_inbox *in, const char *pass
     pthread_mutex_unlock(&p->lock);
     return true;
 }
+
+unsigned crypt_pool_queued(struct crypt_pool *p)
+{
+    pthread_mutex_lock(&p->lock);
+    unsigned n = p->queued;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}

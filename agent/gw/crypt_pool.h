@@ -33,4 +33,7 @@ void crypt_inbox_free(struct crypt_inbox *in);
 bool crypt_submit(struct crypt_pool *pool, struct crypt_inbox *in, const char *password,
                   size_t password_len, const char *hash, crypt_done_fn done, void *arg);
 
+/* Checks waiting for a thread now (any thread; takes the pool's lock). */
+unsigned crypt_pool_queued(struct crypt_pool *pool);
+
 #endif

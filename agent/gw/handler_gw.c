@@ -132,6 +132,8 @@ static void answer(struct gw_thread *t, struct spoa_req *req, const struct polic
         STAT_ADD(t, live_unregistered);
     atomic_fetch_add_explicit(&t->g->stats->verdicts[status_slot(v->status)], 1,
                               memory_order_relaxed);
+    verdict_stats_count(&t->g->stats->by_reason, v->status, v->reason);
+    if (v->status == 200) verdict_stats_provider(&t->g->stats->by_reason, v->slug);
     set_int(req, "status", v->status);
     set_str(req, "reason", v->reason ? v->reason : "");
     if (v->status == 200) {

@@ -12,6 +12,7 @@
 #include "live.h"
 #include "snapshot.h"
 #include "spoa.h"
+#include "verdict_stats.h"
 
 struct gw_config {
     struct snapshot_store *store;
@@ -40,6 +41,7 @@ struct gw_stats {
     atomic_uint_fast64_t live_unregistered; /* allowed, but not metered live (live.h) */
     atomic_int_fast64_t queue_length;       /* LLEN traffic:logs, -1 unknown */
     atomic_bool redis_ok;
+    struct verdict_stats by_reason; /* verdicts by reason, allowed requests by provider */
 };
 
 /* Fills *h; cfg and stats must outlive the server. */

@@ -16,9 +16,11 @@
 
 #include "billing.h"
 #include "crypt_pool.h"
+#include "gw_metrics.h"
 #include "handler_echo.h"
 #include "handler_gw.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "net.h"
 #include "options.h"
 #include "spoa.h"
@@ -57,6 +59,7 @@ enum {
     O_LIVE,
     O_LIVE_INTERVAL,
     O_LIVE_MAX,
+    O_METRICS_LISTEN,
     O_COUNT
 };
 
@@ -122,7 +125,7 @@ static const struct option_def options[O_COUNT] = {
                       "HAProxy's master CLI (haproxy -S: socket path or host:port): after a "
                       "reload the old worker's ring is read before it exits; empty: what it "
                       "logs after the reload is lost"},
-    [O_BILLING_HOLD] = {"billing-hold", "GW_BILLING_HOLD", OPT_STR, "127.0.0.1:12347", 0, 0,
+    [O_BILLING_HOLD] = {"billing-hold", "GW_BILLING_HOLD", OPT_STR, "127.0.0.1:12348", 0, 0,
                         "HAProxy's gw-billing-hold frontend: the agent's idle connection there "
                         "keeps a worker alive after a reload until its ring is read"},
     [O_DEDUP] = {"billing-dedup", "GW_BILLING_DEDUP", OPT_UINT, "1048576", 16, 268435456,
@@ -138,6 +141,9 @@ static const struct option_def options[O_COUNT] = {
     [O_LIVE_MAX] = {"live-max-streams", "GW_LIVE_MAX_STREAMS", OPT_UINT, "262144", 1, 16777216,
                     "running streams the live balance tracks at most (about 150 bytes each); "
                     "beyond, a stream counts only when it ends"},
+    [O_METRICS_LISTEN] = {"metrics-listen", "GW_METRICS_LISTEN", OPT_STR, "127.0.0.1:12348", 0, 0,
+                          "where GET /metrics serves Prometheus metrics (host:port; '' "
+                          "disables); a bind failure is logged, verdicts go on without it"},
 };
 
 static const struct options_program program = {
@@ -278,10 +284,33 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
     handler_gw_init(&handler, &gcfg, &gstats);
 
     static struct spoa_stats stats;
+    /* Metrics: a thread of their own, reading the counters above. */
+    static struct gw_metrics gm;
+    gm = (struct gw_metrics){
+        .gw = &gstats,
+        .spoa = &stats,
+        .billing = billing ? &bstats : NULL,
+        .meter = live ? &mstats : NULL,
+        .live = live,
+        .store = store,
+        .crypt = pool,
+        .balance_checks = traffic,
+    };
+    struct metrics_http *metrics = NULL;
+    if (values[O_METRICS_LISTEN][0]) {
+        struct metrics_http_config mcfg = {
+            .listen = values[O_METRICS_LISTEN],
+            .name = "gw-agent",
+            .render = gw_metrics_render,
+            .arg = &gm,
+        };
+        metrics = metrics_http_start(&mcfg);
+    }
     log_info("gw-agent %s starting: handler gateway, balance checks %s, redis %s:%d, default "
              "limits per user: %u concurrent, %u/s (0: unlimited)",
              GW_VERSION, traffic ? "on" : "off", redis_host, redis_port, max_conns, max_rps);
     int rc = spoa_server_run(cfg, &handler, &stats) == 0 ? 0 : 1;
+    metrics_http_stop(metrics); /* before what it reads goes away */
     billing_stop(billing);
     if (live) {
         struct live_counts lc = live_counts(live);

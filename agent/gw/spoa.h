@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "prom.h"
 #include "spop.h"
 
 /* One NOTIFY frame waiting for its ACK. Opaque to handlers. */
@@ -63,6 +64,7 @@ struct spoa_stats {
     atomic_uint_fast64_t proto_errors;     /* connections refused with a DISCONNECT */
     atomic_uint_fast64_t peer_disconnects; /* HAPROXY-DISCONNECT received */
     atomic_uint listen_port;               /* bound TCP port, 0 until listening */
+    struct prom_hist notify_latency;       /* NOTIFY frame in to its ACK queued */
 };
 
 struct spoa_config {

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -27,6 +28,14 @@
 
 #define STAT_INC(w, field) atomic_fetch_add_explicit(&(w)->stats->field, 1, memory_order_relaxed)
 #define STAT_DEC(w, field) atomic_fetch_sub_explicit(&(w)->stats->field, 1, memory_order_relaxed)
+
+/* For the verdict latency histogram (spoa_stats.notify_latency). */
+static inline uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* Requests kept for reuse per worker; beyond this they are freed. */
 #define FREE_REQS_MAX 1024
@@ -70,6 +79,7 @@ struct spoa_req {
     struct spoa_worker *w;
     struct spoa_req *prev, *next; /* conn->inflight, or w->free_reqs via next */
     uint64_t stream_id, frame_id; /* echoed in the ACK */
+    uint64_t t0_ns;               /* when the NOTIFY was read (CLOCK_MONOTONIC) */
     unsigned nactions;
     size_t frame_start;
     struct spop_writer ack;
@@ -267,6 +277,7 @@ void spoa_req_done(struct spoa_req *r)
     }
     conn_append(c, r->buf, r->ack.len);
     STAT_INC(w, ack_frames);
+    prom_hist_observe_ns(&w->stats->notify_latency, mono_ns() - r->t0_ns);
     req_put(r);
     if (w->draining && c->ninflight == 0 && c->state == CONN_READY && !c->processing)
         conn_disconnect_normal(c, "agent shutting down");
@@ -329,6 +340,7 @@ static void handle_notify(struct spoa_conn *c, const struct spop_frame *f)
     c->ninflight++;
     r->stream_id = f->stream_id;
     r->frame_id = f->frame_id;
+    r->t0_ns = mono_ns();
     req_begin_ack(r);
     if (nmsgs == 0) /* HAProxy sends these; nothing to ask the handler */
         spoa_req_done(r);

@@ -13,9 +13,11 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics_http.h"
 #include "net.h"
 #include "options.h"
 #include "settle.h"
+#include "settle_metrics.h"
 
 #define GW_VERSION "0.1.0"
 
@@ -30,6 +32,7 @@ enum {
     O_PAUSE,
     O_TIMEOUT,
     O_BACKOFF_MAX,
+    O_METRICS_LISTEN,
     O_COUNT
 };
 
@@ -52,6 +55,10 @@ static const struct option_def options[O_COUNT] = {
                    "Redis command timeout and PostgreSQL connect timeout"},
     [O_BACKOFF_MAX] = {"backoff-max-ms", "GW_SETTLE_BACKOFF_MAX_MS", OPT_UINT, "5000", 100, 600000,
                        "longest retry wait (100 ms, doubling) while a service fails"},
+    [O_METRICS_LISTEN] = {"metrics-listen", "GW_SETTLE_METRICS_LISTEN", OPT_STR, "127.0.0.1:12349",
+                          0, 0,
+                          "where GET /metrics serves Prometheus metrics (host:port; '' "
+                          "disables); a bind failure is logged, settling goes on without it"},
 };
 
 static const struct options_program program = {
@@ -129,9 +136,32 @@ int main(int argc, char **argv)
         .backoff_max_ms = backoff_max,
     };
     static struct settle_stats stats;
+    /* Metrics: a thread of their own (settle_run blocks this one). */
+    static struct settle_metrics sm;
+    sm = (struct settle_metrics){
+        .st = &stats,
+        .redis = {.host = redis_host,
+                  .port = redis_port,
+                  .password = values[O_REDIS_PASSWORD],
+                  .db = redis_db,
+                  .name = "gw-settle metrics: Redis"},
+        .timeout_ms = timeout < 1000 ? timeout : 1000,
+    };
+    struct metrics_http *metrics = NULL;
+    if (values[O_METRICS_LISTEN][0]) {
+        struct metrics_http_config mcfg = {
+            .listen = values[O_METRICS_LISTEN],
+            .name = "gw-settle",
+            .render = settle_metrics_render,
+            .arg = &sm,
+        };
+        metrics = metrics_http_start(&mcfg);
+    }
     log_info("gw-settle %s starting: redis %s:%d db %u, batch %u, idle %u ms%s", GW_VERSION,
              redis_host, redis_port, redis_db, batch, idle, pause ? ", pausing after commits" : "");
     int rc = settle_run(&cfg, &stats, &stopping);
+    metrics_http_stop(metrics);
+    settle_metrics_close(&sm);
     log_info("gw-settle stopped%s", rc == 0 ? "" : " on a failure");
     return rc;
 }

@@ -15,7 +15,8 @@
 # (HAProxy's gw-billing-hold frontend), GW_SPOOL, UP_PORT_MIN..UP_PORT_MAX (stand-in ports, used by all
 # demo providers), ORIGIN_PORT, ORIGIN_TLS_PORT, GW_CA (test CA file),
 # UP_RECORD (the stand-in's username record), GW_SNAPSHOT (agent snapshot
-# file). Variables read: GW_AGENT (agent binary), GW_HAPROXY_CFG (HAProxy's
+# file), AGENT_METRICS_PORT and SETTLE_METRICS_PORT (their /metrics).
+# Variables read: GW_AGENT (agent binary), GW_HAPROXY_CFG (HAProxy's
 # config, default haproxy/gateway.cfg), GW_AGENT_ARGS (extra agent
 # options), PORT (fixed proxy port instead of a free one), GW_WITH_SETTLE=1
 # (also start the settlement worker, GW_SETTLE: it rewrites balance:cache, so
@@ -41,6 +42,9 @@ start_gateway_stack() {
     AGENT_PORT=$(free_port)
     BILLING_PORT=$(free_port)
     HOLD_PORT=$(free_port)
+    AGENT_METRICS_PORT=$(free_port)
+    SETTLE_METRICS_PORT=$(free_port)
+    export AGENT_METRICS_PORT SETTLE_METRICS_PORT
     GW_SPOOL=$GW_TMP/billing.spool
     GW_PORT=${PORT:-$(free_port)}
     GW_PROXY_PORT=$(free_port)
@@ -80,7 +84,7 @@ start_gateway_stack() {
     start_agent || return 1
     if [ "${GW_WITH_SETTLE:-0}" = 1 ]; then
         start_bg settle "${GW_SETTLE:-$GW_ROOT/agent/gw-settle}" --postgres-uri "$POSTGRES_URI" \
-            --redis-addr "$REDIS_ADDR" || return 1
+            --redis-addr "$REDIS_ADDR" --metrics-listen "127.0.0.1:$SETTLE_METRICS_PORT" || return 1
     fi
     start_haproxy "${GW_HAPROXY_CFG:-$GW_ROOT/haproxy/gateway.cfg}" PORT="$GW_PORT" GW_BIND=127.0.0.1 \
         GW_PROXY_PORT="$GW_PROXY_PORT" GW_TRUSTED_PROXIES="127.0.0.1/32" \
@@ -103,6 +107,7 @@ start_agent() {
         --snapshot-path "$GW_SNAPSHOT" --billing-listen "127.0.0.1:$BILLING_PORT" \
         --spool-path "$GW_SPOOL" --haproxy-cli "$GW_TMP/haproxy.sock" \
         --haproxy-master-cli "$GW_TMP/haproxy-master.sock" --billing-hold "127.0.0.1:$HOLD_PORT" \
+        --metrics-listen "127.0.0.1:${AGENT_METRICS_PORT:-0}" \
         --shutdown-timeout 5 ${GW_AGENT_ARGS:-} "$@" || return 1
     wait_port "$AGENT_PORT" 15 || { t_fail "agent did not listen"; return 1; }
 }

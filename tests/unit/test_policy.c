@@ -13,6 +13,7 @@
 #include "policy.h"
 #include "rendezvous.h"
 #include "snapshot.h"
+#include "verdict_stats.h"
 
 #define S(x)          x, sizeof(x) - 1
 #define F(field, lit) .field = lit, .field##_len = sizeof(lit) - 1
@@ -228,6 +229,9 @@ START_TEST(refusal_cases)
     ck_assert(!v.check_balance);
     if (c->reason_part)
         ck_assert_msg(strstr(v.reason, c->reason_part), "%s: reason '%s'", c->what, v.reason);
+    /* every refusal has its own reason label in /metrics (verdict_stats.c) */
+    ck_assert_msg(verdict_reason_of(v.status, v.reason) != VR_OTHER,
+                  "%s: reason '%s' counts as other", c->what, v.reason);
 }
 END_TEST
 
