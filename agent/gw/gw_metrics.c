@@ -192,6 +192,9 @@ static void render_live(struct gw_metrics *m, struct prom_out *o)
     prom_counter(o, "gw_live_cut_messages_total", "gw:cut messages heard.", LOAD(ms->cut_messages));
     prom_counter(o, "gw_live_sessions_shut_total", "\"shutdown session\" commands sent.",
                  LOAD(ms->sessions_shut));
+    prom_counter(o, "gw_live_early_dumps_total",
+                 "Dumps brought forward: a user about to run out of balance.",
+                 LOAD(ms->early_dumps));
     prom_gauge(o, "gw_live_last_dump_seconds", "Duration of the last dump.",
                (double)LOAD(ms->last_dump_us) / 1e6);
     prom_gauge(o, "gw_live_last_dump_streams", "Streams in the last dump.",
