@@ -16,15 +16,16 @@
  *   cut (gw:cut message)         live_cut_user: the streams to shut down
  *
  * Redis keys (the scripts are in live_lua.h):
- *   gw:live:{user}       hash request_id -> bytes counted so far, for every
- *                        request of the user not yet settled (in flight, or
- *                        ended and waiting in traffic:logs)
- *   gw:unsettled:{user}  the sum of that hash (integer bytes)
+ *   gw:live:{user}       hash request_id -> bytes the meter saw so far, for
+ *                        the user's running requests
+ *   gw:unsettled:{user}  the bytes of the user's requests not yet settled:
+ *                        the running ones as the meter saw them, the ended
+ *                        ones as their records say (integer bytes)
  *   balance:cache:{user} unchanged: the settled remainder (gw-settle)
  *   gw:cut               pub/sub channel: a user whose live balance,
  *                        balance:cache - gw:unsettled, reached zero
- * A verdict reads balance:cache and gw:unsettled together; gw-settle removes
- * a request's entry in the same script that acknowledges its record.
+ * A verdict reads balance:cache and gw:unsettled together; gw-settle takes a
+ * record's bytes off in the same script that acknowledges it.
  *
  * Thread safety: every function takes the registry's mutex; the verdict
  * threads register, the billing thread does everything else.

@@ -91,20 +91,22 @@ AUTH="Basic $(printf '%s' "$USER-session-cost:mypassword" | base64 -w0)"
 LUA=$GW_ROOT/tests/bench/compare/proxy-get.lua
 # run_wrk <label>: prints "rate cpu_ms_per_1k"
 run_wrk() {
-    local w a h0 a0 h1 a1 out rate reqs
+    local w a h0 a0 h1 a1 r0 r1 out rate reqs
     w=$(haproxy_worker)
     a=$(bg_pid agent)
     h0=$(ticks "$w")
     a0=$(ticks "$a")
+    r0=$(ticks "$REDIS_PID")
     out=$(CMP_URL="$ORIGIN/bytes/1024" CMP_AUTH=$AUTH wrk -t1 -c32 -d"${SECS}s" -s "$LUA" \
         "http://127.0.0.1:$GW_PORT/" 2>&1 | grep '^RESULT')
     h1=$(ticks "$w")
     a1=$(ticks "$a")
+    r1=$(ticks "$REDIS_PID")
     rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$out")
     reqs=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
     local tck
     tck=$(getconf CLK_TCK)
-    echo "  (HAProxy $((h1 - h0)) ticks, agent $((a1 - a0)) ticks, $reqs requests)" >&2
+    echo "  (HAProxy $((h1 - h0)) ticks, agent $((a1 - a0)) ticks, Redis $((r1 - r0)) ticks, $reqs requests)" >&2
     echo "$rate $(awk -v t=$((h1 - h0 + a1 - a0)) -v r="${reqs:-0}" -v k="$tck" 'BEGIN { printf "%.3f", (r > 0 ? t * 1000 / k / r * 1000 : 0) }')"
 }
 restart_agent() {

@@ -27,7 +27,7 @@ unsettled() { redis_gw GET "gw:unsettled:$1"; }
 
 # --- 1. arithmetic --------------------------------------------------------------------------
 
-t_begin "progress counts bytes in flight; only growth counts; the sum is the hash's sum"
+t_begin "progress counts bytes in flight; only growth counts"
 redis_gw DEL gw:live:ann gw:unsettled:ann balance:cache:ann >/dev/null
 lua progress 0 ann r1 1000 ann r2 500 >/dev/null
 assert_eq 1500 "$(unsettled ann)" "two streams in flight"
@@ -38,36 +38,37 @@ assert_eq 3500 "$(unsettled ann)" "r1 grew by 2000"
 assert_eq 3000 "$(redis_gw HGET gw:live:ann r1)" "r1's total"
 t_end
 
-t_begin "the final count replaces the progress (also downwards); twice changes nothing"
+t_begin "the final count replaces the progress (also downwards), once with its record"
 rec() { # <user> <rid> <req> <res>
     printf '{"username":"%s","request_bytes":%d,"response_bytes":%d,"request_id":"%s"}' "$1" "$3" "$4" "$2"
 }
 redis_gw DEL traffic:logs >/dev/null
 out=$(lua push 2 traffic:logs gw:test:pushed 7 60 "$(rec ann r1 100 2800)")
 assert_eq "1 OK 0" "$(echo $out)" "push answers like MULTI/EXEC, plus 0 not understood"
-assert_eq 3400 "$(unsettled ann)" "r1 is now 2900, r2 still 500"
-lua push 2 traffic:logs gw:test:pushed 7 60 "$(rec ann r1 100 2800)" >/dev/null
-assert_eq 3400 "$(unsettled ann)" "the same final count again: no change"
+assert_eq 3400 "$(unsettled ann)" "r1 ended with 2900 (the meter had seen 3000), r2 still 500"
+assert_eq 0 "$(redis_gw HEXISTS gw:live:ann r1)" "r1 is no longer running"
 assert_eq 7 "$(redis_gw GET gw:test:pushed)" "the pushed marker"
-assert_eq 2 "$(redis_gw LLEN traffic:logs)" "both pushes are on traffic:logs (dedup is the agent's)"
-out=$(lua push 2 traffic:logs gw:test:pushed 8 60 'not json' '{"username":1}')
+lua push 2 traffic:logs gw:test:pushed 8 60 "$(rec ann r3 10 90)" >/dev/null
+assert_eq 3500 "$(unsettled ann)" "r3 ended without the meter seeing it: its 100 bytes"
+out=$(lua push 2 traffic:logs gw:test:pushed 9 60 'not json' '{"username":1}')
 assert_eq "4 OK 2" "$(echo $out)" "records Redis cannot read are pushed and counted"
 t_end
 
-t_begin "settlement releases a request once; the last one resets the user"
+t_begin "settlement releases each settled record's bytes; the sum never goes below zero"
 lua release 0 "$(rec ann r1 100 2800)" >/dev/null
-assert_eq 500 "$(unsettled ann)" "r1 settled"
-lua release 0 "$(rec ann r1 100 2800)" >/dev/null
-assert_eq 500 "$(unsettled ann)" "r1 settled twice: once"
-redis_gw SET gw:unsettled:ann 12345 >/dev/null # a sum that drifted
+assert_eq 600 "$(unsettled ann)" "r1 settled: r2 running (500) and r3 (100) left"
+lua push 2 traffic:logs gw:test:pushed 10 60 "$(rec ann r2 0 500)" >/dev/null
 lua release 0 "$(rec ann r2 0 500)" >/dev/null
-assert_eq "" "$(unsettled ann)" "no request left: no sum"
-assert_eq 0 "$(redis_gw EXISTS gw:live:ann)" "no hash"
+lua release 0 "$(rec ann r3 10 90)" >/dev/null
+assert_eq "" "$(unsettled ann)" "nothing left: no sum"
+assert_eq 0 "$(redis_gw EXISTS gw:live:ann)" "no running request"
+lua release 0 "$(rec ann r9 0 700)" >/dev/null
+assert_eq "" "$(unsettled ann)" "a record pushed without its count (live off on a node): no negative sum"
 t_end
 
 t_begin "reaching zero publishes the user on gw:cut, once per script"
 redis_gw SET balance:cache:bob 1000 >/dev/null
-redis_gw DEL gw:live:bob gw:unsettled:bob >/dev/null
+redis_gw DEL gw:live:bob gw:unsettled:bob >/dev/null # bob's balance is 1000
 timeout 5 redis-cli -p "$REDIS_PORT" SUBSCRIBE gw:cut >"$GW_TMP/sub.out" &
 sub=$!
 wait_until 5 grep -q subscribe "$GW_TMP/sub.out"
