@@ -31,6 +31,7 @@
 #include "clock.h"
 #include "ev_timer_once.h"
 #include "handler_gw.h"
+#include "health.h"
 #include "live.h"
 #include "live_lua.h"
 #include "log.h"
@@ -533,6 +534,7 @@ static void *gw_thread_init(struct ev_loop *loop, void *global)
     t->loop = loop;
     t->g = global;
     policy_ctx_init(&t->pctx);
+    t->pctx.health = t->g->cfg->health;
     t->inbox = crypt_inbox_new(loop);
     if (!t->inbox) {
         log_error("out of memory starting a worker");

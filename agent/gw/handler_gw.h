@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "crypt_pool.h"
+#include "health.h"
 #include "live.h"
 #include "snapshot.h"
 #include "spoa.h"
@@ -23,6 +24,7 @@ struct gw_config {
     unsigned redis_db;
     unsigned balance_timeout_ms; /* after this the request is allowed (fail open) */
     struct live *live;           /* NULL: no live balance (allowed streams not registered) */
+    struct health *health;       /* provider health (health.h); NULL: off, every provider in */
 };
 
 /* Counters for logs and /health; relaxed atomics. */
