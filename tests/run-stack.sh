@@ -47,6 +47,7 @@ Proxy gateway running on http://127.0.0.1:$PORT   (Ctrl-C stops everything)
   gw-agent    127.0.0.1:$AGENT_PORT   ($GW_AGENT), billing records on 127.0.0.1:$BILLING_PORT
   gw-settle   traffic:logs -> PostgreSQL traffic_logs, balances and balance:cache
   HAProxy     127.0.0.1:$PORT, PROXY protocol on 127.0.0.1:$GW_PROXY_PORT
+              reload: echo reload | socat - $GW_TMP/haproxy-master.sock
   upstream    demo provider stand-in on 127.0.0.1:$UP_PORT_MIN-$UP_PORT_MAX
   origin      http://127.0.0.1:$ORIGIN_PORT and https://localhost:$ORIGIN_TLS_PORT (test CA: $GW_CA)
   logs        $GW_TMP/*.log

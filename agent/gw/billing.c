@@ -23,7 +23,9 @@
  * from it. Each time HAProxy (re)connects, the ring's retained records are
  * read back through HAProxy's CLI (billing_replay.c); every record, from the
  * stream or the read-back, passes the dedup window (dedup.c) and is spooled
- * only the first time. A record is spooled before its id is remembered
+ * only the first time. After a HAProxy reload the old worker's stream is
+ * closed at once, and its ring is read one last time through the master CLI
+ * before it exits (billing_hold.c). A record is spooled before its id is remembered
  * (both writes reach the page cache at once), so a kill in between leaves
  * the record in the spool, whose ids are remembered again at start.
  *
@@ -40,6 +42,7 @@
 #include <unistd.h>
 
 #include "billing.h"
+#include "billing_hold.h"
 #include "billing_record.h"
 #include "billing_replay.h"
 #include "clock.h"
@@ -89,8 +92,9 @@ struct billing {
     struct spool *sp;
     struct dedup *dd;
     struct replay *replay;
-    bool replay_again; /* HAProxy reconnected during a read-back */
-    int replay_tries;  /* failed attempts in a row */
+    struct holder *holder; /* old workers after a reload; NULL without a master CLI */
+    bool replay_again;     /* HAProxy reconnected during a read-back */
+    int replay_tries;      /* failed attempts in a row */
     ev_timer replay_retry;
     uint64_t replay_billed; /* records the current read-back billed */
     uint64_t replay_other;  /* its lines that are not records */
@@ -168,7 +172,13 @@ static void take_record(struct billing *b, const char *rec, size_t len, bool rep
                   (int)(len > 300 ? 300 : len), rec);
         return;
     }
+    uint64_t pid, id;
+    bool live =
+        b->cfg.live && r.stream.ptr && live_sid_parse(r.stream.ptr, r.stream.len, &pid, &id);
     if (!billing_record_billable(&r)) {
+        /* A 200 verdict registered the stream, but HAProxy may still have
+         * refused it (a per-user limit's 429): it ended, with nothing moved. */
+        if (live) live_finish(b->cfg.live, pid, id);
         STAT(b, not_billed);
         return;
     }
@@ -183,9 +193,7 @@ static void take_record(struct billing *b, const char *rec, size_t len, bool rep
         health_report(b->cfg.health, r.slug.ptr, r.slug.len, hr, r.timestamp_ms, clock_mono_ms(),
                       clock_wall_ms());
     }
-    uint64_t pid, id;
-    if (b->cfg.live && r.stream.ptr && live_sid_parse(r.stream.ptr, r.stream.len, &pid, &id))
-        r.cut_reason = live_cut_name(live_finish(b->cfg.live, pid, id));
+    if (live) r.cut_reason = live_cut_name(live_finish(b->cfg.live, pid, id));
     size_t n = billing_record_json(&r, b->json, sizeof(b->json));
     if (n == 0 || spool_append(b->sp, b->json, n) != 0) {
         /* Room was checked before this record (conn_frames), so only a disk
@@ -237,7 +245,14 @@ static bool conn_frames(struct bconn *c)
             return false;
         }
         if (c->len - (i + 1) < n) break; /* the record is still arriving */
-        take_record(b, c->buf + i + 1, n, false);
+        if (n > 6 && memcmp(c->buf + i + 1, "Proxy ", 6) == 0) {
+            /* HAProxy's own notice in the ring, e.g. "Proxy gateway stopped
+             * (...)" at a reload: not a record */
+            STAT(b, not_billed);
+            log_info("billing: HAProxy says: %.*s", (int)(n > 200 ? 200 : n), c->buf + i + 1);
+        } else {
+            take_record(b, c->buf + i + 1, n, false);
+        }
         off = i + 1 + n;
     }
     memmove(c->buf, c->buf + off, c->len - off);
@@ -291,9 +306,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         if (b->conns) b->conns->prev = c;
         b->conns = c;
         if (!b->paused) ev_io_start(loop, &c->io);
-        /* a new stream: what an earlier one lost in flight is in the ring */
+        /* a new stream: what an earlier one lost in flight is in the ring;
+         * and perhaps a new worker after a reload */
         b->replay_tries = 0;
         start_replay(b);
+        holder_kick(b->holder);
     }
 }
 
@@ -349,6 +366,15 @@ static void replay_done(void *arg, const struct replay_report *rep)
     } else if (b->replay_again) {
         start_replay(b);
     }
+}
+
+/* A line of an old worker's ring (billing_hold.h). */
+static bool hold_line(void *arg, const char *line, size_t len)
+{
+    struct billing *b = arg;
+    if (!spool_has_room(b)) return false;
+    take_record(b, line, len, true);
+    return true;
 }
 
 static void start_replay(struct billing *b)
@@ -544,6 +570,8 @@ static void stop_cb(struct ev_loop *loop, ev_async *a, int revents)
     ev_io_stop(loop, &b->accept_io);
     replay_cancel(b->replay);
     b->replay = NULL;
+    holder_stop(b->holder);
+    b->holder = NULL;
     ev_timer_stop(loop, &b->replay_retry);
     meter_stop(b->meter);
     b->meter = NULL;
@@ -644,6 +672,17 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
     ev_async_start(b->loop, &b->stop);
     ev_io_start(b->loop, &b->accept_io);
     ev_timer_start(b->loop, &b->tick);
+    if (cfg->master_cli && cfg->master_cli[0]) {
+        struct hold_config hcfg = {
+            .master_cli = cfg->master_cli, .hold_addr = cfg->hold_addr, .ring = cfg->ring};
+        b->holder = holder_start(b->loop, &hcfg, hold_line, b);
+        if (!b->holder) goto fail;
+    } else {
+        log_warn("billing: no HAProxy master CLI (GW_HAPROXY_MASTER_CLI): after a HAProxy "
+                 "reload, the records the old worker logs (requests and tunnels that end after "
+                 "the reload) are LOST; start HAProxy with -S and point GW_HAPROXY_MASTER_CLI "
+                 "at it");
+    }
     if (pthread_create(&b->thread, NULL, billing_main, b) != 0) {
         log_error("billing: cannot start its thread");
         goto fail;
@@ -652,6 +691,7 @@ struct billing *billing_start(const struct billing_config *cfg, struct billing_s
              cfg->spool_path, (unsigned long long)cfg->spool_max_bytes);
     return b;
 fail:
+    holder_stop(b->holder);
     if (b->loop) ev_loop_destroy(b->loop);
     if (b->lfd >= 0) close(b->lfd);
     spool_close(b->sp);

@@ -25,12 +25,14 @@ struct billing_config {
     int redis_port;
     const char *redis_password;
     unsigned redis_db;
-    unsigned batch;                  /* records per RPUSH */
-    const char *haproxy_cli;         /* "" or NULL: no reading back (billing_replay.h) */
-    const char *ring;                /* the ring's name, for "show events" */
-    uint64_t dedup_records;          /* the dedup window (dedup.h), kept at <spool_path>.ids */
-    struct live *live;               /* live balance (live.h): NULL when off; needs haproxy_cli */
-    unsigned live_interval_ms;       /* between the meter's dumps */
+    unsigned batch;            /* records per RPUSH */
+    const char *haproxy_cli;   /* "" or NULL: no reading back (billing_replay.h) */
+    const char *ring;          /* the ring's name, for "show events" */
+    const char *master_cli;    /* "" or NULL: an old worker's ring is not read (billing_hold.h) */
+    const char *hold_addr;     /* the gw-billing-hold frontend (billing_hold.h) */
+    uint64_t dedup_records;    /* the dedup window (dedup.h), kept at <spool_path>.ids */
+    struct live *live;         /* live balance (live.h): NULL when off; needs haproxy_cli */
+    unsigned live_interval_ms; /* between the meter's dumps */
     struct meter_stats *meter_stats; /* with live */
     struct health *health;           /* provider health fed from the records; NULL: off */
 };

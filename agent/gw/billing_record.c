@@ -191,6 +191,13 @@ int billing_record_parse(const char *line, size_t len, struct billing_record *r,
             *err = field_names[F_STATUS];
             return -1;
         }
+        /* the stream, which a 200 verdict registered even when HAProxy then
+         * refused the request (a per-user limit's 429) */
+        size_t at = F_STREAM - F_STATUS + 3;
+        if (version >= 3 && !plain_token(f[at], flen[at], &r->stream)) {
+            *err = field_names[F_STREAM];
+            return -1;
+        }
         return 0;
     }
     if (n != count) {

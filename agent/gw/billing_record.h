@@ -54,7 +54,7 @@ struct billing_record {
     uint64_t bytes_in;  /* request_bytes */
     uint64_t bytes_out; /* response_bytes */
     int64_t timestamp_ms;
-    struct billing_str stream;      /* gw3: "<pid>.<rt>", else absent */
+    struct billing_str stream;      /* gw3 (forwarded or not): "<pid>.<rt>", else absent */
     struct billing_str termination; /* gw3: HAProxy's %tsc */
     const char *cut_reason; /* set by the caller: JSON "cut_reason" when the gateway cut it */
 };

@@ -111,6 +111,8 @@ static void connected_cb(struct ev_loop *loop, ev_io *io, int revents)
         finish(r, "could not send the command");
         return;
     }
+    /* no more commands: the master CLI closes after the answer only then */
+    shutdown(r->fd, SHUT_WR);
     ev_io_stop(loop, io);
     ev_io_init(io, read_cb, r->fd, EV_READ);
     ev_io_start(loop, io);

@@ -39,7 +39,8 @@ struct replay *replay_start(struct ev_loop *loop, const char *cli, const char *r
                             void *arg);
 /* Any CLI command (without newline; several may be joined by ';'), its
  * answer read line by line the same way: how the live meter (meter.c) reads
- * "show sess all" and shuts sessions down. */
+ * "show sess all" and shuts sessions down, and billing_hold.c asks the master
+ * CLI "show proc" or "@!<pid> show events <ring>". */
 #define CLI_CMD_MAX 16000 /* HAProxy reads a command line into one 16 KiB buffer */
 struct replay *cli_run(struct ev_loop *loop, const char *cli, const char *cmd, double timeout_s,
                        replay_line_fn on_line, replay_done_fn on_done, void *arg);

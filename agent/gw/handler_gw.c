@@ -9,10 +9,11 @@
  *
  * Variables set (scope txn; HAProxy adds the "gw" prefix):
  *   status (int), reason (str); on 200 also up_addr (str, an IP), up_port
- *   (int), up_auth (str "Basic ..."), user, slug, country, session (str) and
- *   duration (int, minutes). gw-health sets proxy_count, user_count,
- *   queue_length, snapshot_age, pg_ok, redis_ok, providers (a JSON array:
- *   each provider's health) and providers_out.
+ *   (int), up_auth (str "Basic ..."), user, slug, country, session (str),
+ *   duration (int, minutes), and the user's limits max_conns and max_rps
+ *   (int, 0: unlimited; HAProxy enforces them). gw-health sets proxy_count,
+ *   user_count, queue_length, snapshot_age, pg_ok, redis_ok, providers (a
+ *   JSON array: each provider's health) and providers_out.
  *
  * Each worker thread has its own Redis connection on its own loop
  * (agent/common/redis_conn.h: the host resolved off the loop). The
@@ -127,20 +128,13 @@ static void set_int(struct spoa_req *req, const char *name, int64_t value)
     spoa_req_set_var(req, SPOP_SCOPE_TXN, name, &d);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void answer(struct gw_thread *t, struct spoa_req *req, const struct policy_verdict *v,
                    const struct stream_key *k)
 {
     struct live *live = t->g->cfg->live;
     if (v->status == 200 && live && k && k->ok &&
         live_register(live, k->pid, k->id, k->rid, k->rid_len, v->user, strlen(v->user),
-                      mono_ms()) != 0)
+                      clock_mono_ms()) != 0)
         STAT_ADD(t, live_unregistered);
     atomic_fetch_add_explicit(&t->g->stats->verdicts[status_slot(v->status)], 1,
                               memory_order_relaxed);
@@ -155,6 +149,8 @@ static void answer(struct gw_thread *t, struct spoa_req *req, const struct polic
         set_str(req, "country", v->country);
         set_str(req, "session", v->session);
         set_int(req, "duration", v->duration_min);
+        set_int(req, "max_conns", v->max_conns);
+        set_int(req, "max_rps", v->max_rps);
     }
     log_debug("verdict %d (%s) user=%s slug=%s", v->status, v->reason ? v->reason : "", v->user,
               v->slug);
@@ -600,6 +596,8 @@ static void *gw_thread_init(struct ev_loop *loop, void *global)
     t->g = global;
     policy_ctx_init(&t->pctx);
     t->pctx.health = t->g->cfg->health;
+    t->pctx.default_max_conns = t->g->cfg->max_conns;
+    t->pctx.default_max_rps = t->g->cfg->max_rps;
     t->inbox = crypt_inbox_new(loop);
     if (!t->inbox) {
         log_error("out of memory starting a worker");

@@ -24,7 +24,9 @@ struct gw_config {
     unsigned redis_db;
     unsigned balance_timeout_ms; /* after this the request is allowed (fail open) */
     struct live *live;           /* NULL: no live balance (allowed streams not registered) */
-    struct health *health;       /* provider health (health.h); NULL: off, every provider in */
+    unsigned max_conns;          /* limits of users whose column is NULL (0: unlimited) */
+    unsigned max_rps;
+    struct health *health; /* provider health (health.h); NULL: off, every provider in */
 };
 
 /* Counters for logs and /health; relaxed atomics. */

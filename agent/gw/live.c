@@ -2,6 +2,10 @@
  * The live registry (see live.h): a chained hash table of the streams this
  * node allowed, keyed by (HAProxy pid, stream counter), under one mutex.
  *
+ * Every entry is also on one list, so that a dump's end walks the entries
+ * (what is registered), not the buckets (what could be): the verdict threads
+ * wait for the mutex that long.
+ *
  * Each entry remembers what the last dump showed (the stream's address and
  * bytes) and what was last handed out to Redis, so a dump sends only the
  * streams that grew. Entries carry their user and request id inline.
@@ -13,14 +17,15 @@
 #include <string.h>
 
 struct entry {
-    struct entry *next;    /* hash chain */
-    uint64_t pid, id;      /* HAProxy process, its stream counter (%rt) */
-    uint64_t ptr;          /* the stream's address in the last dump that showed it */
-    uint64_t seen_bytes;   /* request + response bytes in that dump */
-    uint64_t sent_bytes;   /* bytes last handed out (live_dump_end) */
-    int64_t registered_ms; /* when the verdict registered it */
-    uint32_t seen_gen;     /* the dump that last showed it (0: none) */
-    uint8_t cut;           /* enum live_cut */
+    struct entry *next;          /* hash chain */
+    struct entry *older, *newer; /* the list of all entries (dumps walk it) */
+    uint64_t pid, id;            /* HAProxy process, its stream counter (%rt) */
+    uint64_t ptr;                /* the stream's address in the last dump that showed it */
+    uint64_t seen_bytes;         /* request + response bytes in that dump */
+    uint64_t sent_bytes;         /* bytes last handed out (live_dump_end) */
+    int64_t registered_ms;       /* when the verdict registered it */
+    uint32_t seen_gen;           /* the dump that last showed it (0: none) */
+    uint8_t cut;                 /* enum live_cut */
     uint16_t user_len;
     uint8_t rid_len;
     char data[]; /* user, then request id (no NULs) */
@@ -29,7 +34,8 @@ struct entry {
 struct live {
     pthread_mutex_t mu;
     struct entry **buckets;
-    size_t nbuckets; /* a power of two */
+    size_t nbuckets;      /* a power of two */
+    struct entry *newest; /* the list of all entries, newest first */
     size_t max_entries;
     uint64_t dump_pid;
     uint32_t gen;
@@ -73,11 +79,10 @@ struct live *live_new(size_t max_entries)
 void live_free(struct live *l)
 {
     if (!l) return;
-    for (size_t b = 0; b < l->nbuckets; b++)
-        for (struct entry *e = l->buckets[b], *n; e; e = n) {
-            n = e->next;
-            free(e);
-        }
+    for (struct entry *e = l->newest, *n; e; e = n) {
+        n = e->older;
+        free(e);
+    }
     free(l->buckets);
     pthread_mutex_destroy(&l->mu);
     free(l);
@@ -101,6 +106,27 @@ bool live_sid_parse(const char *s, size_t len, uint64_t *pid, uint64_t *id)
     if (!dot) return false;
     size_t a = (size_t)(dot - s);
     return dec(s, a, pid) && dec(dot + 1, len - a - 1, id) && *pid != 0;
+}
+
+static void list_add(struct live *l, struct entry *e)
+{
+    e->older = l->newest;
+    e->newer = NULL;
+    if (l->newest) l->newest->newer = e;
+    l->newest = e;
+}
+
+/* Unlinks e from its hash chain (through *link) and from the list, frees it. */
+static void drop(struct live *l, struct entry **link, struct entry *e)
+{
+    *link = e->next;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        l->newest = e->older;
+    if (e->older) e->older->newer = e->newer;
+    free(e);
+    l->counts.entries--;
 }
 
 /* The entry's link (the pointer that points at it), or NULL. Locked. */
@@ -130,12 +156,7 @@ int live_register(struct live *l, uint64_t pid, uint64_t id, const char *rid, si
         return -1;
     }
     struct entry **old = find(l, pid, id);
-    if (old) {                  /* the same stream again (a keep-alive request reuses nothing, */
-        struct entry *o = *old; /* but be safe): the newer registration wins */
-        *old = o->next;
-        free(o);
-        l->counts.entries--;
-    }
+    if (old) drop(l, old, *old); /* the same stream again: the newer registration wins */
     *e = (struct entry){.pid = pid,
                         .id = id,
                         .registered_ms = now_ms,
@@ -146,6 +167,7 @@ int live_register(struct live *l, uint64_t pid, uint64_t id, const char *rid, si
     size_t b = bucket_of(l, pid, id);
     e->next = l->buckets[b];
     l->buckets[b] = e;
+    list_add(l, e);
     l->counts.entries++;
     l->counts.registered++;
     pthread_mutex_unlock(&l->mu);
@@ -158,11 +180,8 @@ enum live_cut live_finish(struct live *l, uint64_t pid, uint64_t id)
     pthread_mutex_lock(&l->mu);
     struct entry **pp = find(l, pid, id);
     if (pp) {
-        struct entry *e = *pp;
-        why = (enum live_cut)e->cut;
-        *pp = e->next;
-        free(e);
-        l->counts.entries--;
+        why = (enum live_cut)(*pp)->cut;
+        drop(l, pp, *pp);
         l->counts.finished++;
     }
     pthread_mutex_unlock(&l->mu);
@@ -194,26 +213,20 @@ size_t live_dump_end(struct live *l, int64_t prune_before_ms, live_progress_fn f
 {
     size_t out = 0;
     pthread_mutex_lock(&l->mu);
-    for (size_t b = 0; b < l->nbuckets; b++) {
-        struct entry **pp = &l->buckets[b];
-        while (*pp) {
-            struct entry *e = *pp;
-            if (e->seen_gen != l->gen && e->registered_ms < prune_before_ms) {
-                /* gone from HAProxy (its end record is late, or logging is
-                 * off), or in another HAProxy process (an old worker after a
-                 * reload): nothing to meter; its record still bills it */
-                *pp = e->next;
-                free(e);
-                l->counts.entries--;
-                l->counts.pruned++;
-                continue;
-            }
-            if (e->seen_gen == l->gen && e->seen_bytes > e->sent_bytes && !e->cut) {
-                e->sent_bytes = e->seen_bytes;
-                fn(arg, e->data, e->user_len, e->data + e->user_len, e->rid_len, e->seen_bytes);
-                out++;
-            }
-            pp = &e->next;
+    for (struct entry *e = l->newest, *older; e; e = older) {
+        older = e->older;
+        if (e->seen_gen != l->gen && e->registered_ms < prune_before_ms) {
+            /* gone from HAProxy (its end record is late, or logging is off),
+             * or in another HAProxy process (an old worker after a reload):
+             * nothing to meter; its record still bills it */
+            drop(l, find(l, e->pid, e->id), e);
+            l->counts.pruned++;
+            continue;
+        }
+        if (e->seen_gen == l->gen && e->seen_bytes > e->sent_bytes && !e->cut) {
+            e->sent_bytes = e->seen_bytes;
+            fn(arg, e->data, e->user_len, e->data + e->user_len, e->rid_len, e->seen_bytes);
+            out++;
         }
     }
     pthread_mutex_unlock(&l->mu);
@@ -225,13 +238,12 @@ size_t live_cut_user(struct live *l, const char *user, size_t user_len, enum liv
 {
     size_t n = 0;
     pthread_mutex_lock(&l->mu);
-    for (size_t b = 0; b < l->nbuckets && n < cap; b++)
-        for (struct entry *e = l->buckets[b]; e && n < cap; e = e->next)
-            if (e->seen_gen == l->gen && e->pid == l->dump_pid && e->user_len == user_len &&
-                memcmp(e->data, user, user_len) == 0) {
-                if (!e->cut) e->cut = (uint8_t)why;
-                ptrs[n++] = e->ptr;
-            }
+    for (struct entry *e = l->newest; e && n < cap; e = e->older)
+        if (e->seen_gen == l->gen && e->pid == l->dump_pid && e->user_len == user_len &&
+            memcmp(e->data, user, user_len) == 0) {
+            if (!e->cut) e->cut = (uint8_t)why;
+            ptrs[n++] = e->ptr;
+        }
     pthread_mutex_unlock(&l->mu);
     return n;
 }

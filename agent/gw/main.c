@@ -45,12 +45,16 @@ enum {
     O_REDIS_PASSWORD,
     O_REDIS_DB,
     O_BALANCE_TIMEOUT,
+    O_MAX_CONNS,
+    O_MAX_RPS,
     O_CRYPT_THREADS,
     O_LOG_LISTEN,
     O_SPOOL_PATH,
     O_SPOOL_MAX,
     O_HAPROXY_CLI,
     O_BILLING_RING,
+    O_MASTER_CLI,
+    O_BILLING_HOLD,
     O_DEDUP,
     O_LIVE,
     O_LIVE_INTERVAL,
@@ -108,6 +112,12 @@ static const struct option_def options[O_COUNT] = {
     [O_REDIS_DB] = {"redis-db", "REDIS_DB", OPT_UINT, "0", 0, 1000, "Redis database number"},
     [O_BALANCE_TIMEOUT] = {"balance-timeout-ms", "GW_BALANCE_TIMEOUT_MS", OPT_UINT, "100", 1, 10000,
                            "wait this long for a balance from Redis, then allow (fail open)"},
+    [O_MAX_CONNS] = {"max-conns", "GW_MAX_CONNS", OPT_UINT, "0", 0, 1000000,
+                     "default for users whose users.max_conns is NULL: requests and tunnels "
+                     "in progress at once per user, per gateway node (0: unlimited)"},
+    [O_MAX_RPS] = {"max-rps", "GW_MAX_RPS", OPT_UINT, "0", 0, 1000000,
+                   "default for users whose users.max_rps is NULL: requests per second per "
+                   "user, per gateway node (0: unlimited)"},
     [O_CRYPT_THREADS] = {"crypt-threads", "GW_CRYPT_THREADS", OPT_UINT, "2", 1, 64,
                          "threads verifying crypt(3) password hashes off the event loops"},
     [O_LOG_LISTEN] = {"billing-listen", "GW_BILLING_LISTEN", OPT_STR, "127.0.0.1:12346", 0, 0,
@@ -122,6 +132,13 @@ static const struct option_def options[O_COUNT] = {
                        "back from the ring; empty: they are lost"},
     [O_BILLING_RING] = {"billing-ring", "GW_BILLING_RING", OPT_STR, "gw-billing", 0, 0,
                         "name of HAProxy's billing ring (for --haproxy-cli)"},
+    [O_MASTER_CLI] = {"haproxy-master-cli", "GW_HAPROXY_MASTER_CLI", OPT_STR, "", 0, 0,
+                      "HAProxy's master CLI (haproxy -S: socket path or host:port): after a "
+                      "reload the old worker's ring is read before it exits; empty: what it "
+                      "logs after the reload is lost"},
+    [O_BILLING_HOLD] = {"billing-hold", "GW_BILLING_HOLD", OPT_STR, "127.0.0.1:12347", 0, 0,
+                        "HAProxy's gw-billing-hold frontend: the agent's idle connection there "
+                        "keeps a worker alive after a reload until its ring is read"},
     [O_DEDUP] = {"billing-dedup", "GW_BILLING_DEDUP", OPT_UINT, "1048576", 16, 268435456,
                  "request ids remembered to drop records delivered twice (must cover the "
                  "ring: GW_BILLING_RING_BYTES / 150); 24 bytes each on disk, 32 in memory"},
@@ -198,6 +215,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
 {
     unsigned refresh, full_every, redis_db, balance_timeout, crypt_threads, spool_max_mb, dedup;
     unsigned live_interval, live_max;
+    unsigned max_conns, max_rps;
     unsigned hv[O_HEALTH_CHECK_RATE + 1] = {0};
     bool traffic, live_on, health_on;
     char redis_host[256];
@@ -215,6 +233,8 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
                       &live_interval) ||
         !options_uint(program.name, &options[O_LIVE_MAX], values[O_LIVE_MAX], &live_max) ||
         !options_bool(program.name, &options[O_LIVE], values[O_LIVE], &live_on) ||
+        !options_uint(program.name, &options[O_MAX_CONNS], values[O_MAX_CONNS], &max_conns) ||
+        !options_uint(program.name, &options[O_MAX_RPS], values[O_MAX_RPS], &max_rps) ||
         !options_bool(program.name, &options[O_TRAFFIC], values[O_TRAFFIC], &traffic) ||
         !options_bool(program.name, &options[O_HEALTH], values[O_HEALTH], &health_on))
         return 2;
@@ -309,6 +329,8 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
             .batch = 500,
             .haproxy_cli = values[O_HAPROXY_CLI],
             .ring = values[O_BILLING_RING],
+            .master_cli = values[O_MASTER_CLI],
+            .hold_addr = values[O_BILLING_HOLD],
             .dedup_records = dedup,
             .live = live,
             .live_interval_ms = live_interval,
@@ -336,14 +358,17 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         .balance_timeout_ms = balance_timeout,
         .live = live,
         .health = health,
+        .max_conns = max_conns,
+        .max_rps = max_rps,
     };
     static struct gw_stats gstats;
     struct spoa_handler handler;
     handler_gw_init(&handler, &gcfg, &gstats);
 
     static struct spoa_stats stats;
-    log_info("gw-agent %s starting: handler gateway, balance checks %s, redis %s:%d", GW_VERSION,
-             traffic ? "on" : "off", redis_host, redis_port);
+    log_info("gw-agent %s starting: handler gateway, balance checks %s, redis %s:%d, default "
+             "limits per user: %u concurrent, %u/s (0: unlimited)",
+             GW_VERSION, traffic ? "on" : "off", redis_host, redis_port, max_conns, max_rps);
     int rc = spoa_server_run(cfg, &handler, &stats) == 0 ? 0 : 1;
     billing_stop(billing);
     health_checker_stop(checker);

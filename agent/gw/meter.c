@@ -18,7 +18,7 @@
 #include <time.h>
 
 #include "billing_replay.h"
-#include "ev_timer_once.h"
+#include "clock.h"
 #include "live_lua.h"
 #include "log.h"
 #include "sess_dump.h"
@@ -48,8 +48,7 @@ struct meter {
     struct replay *dump;
     struct sess_dump parse;
     bool dump_begun;
-    int64_t dump_started_ms;
-    struct timespec dump_t0;
+    int64_t dump_started_ms; /* monotonic */
 
     /* users waiting to be cut: those in [0, ready) heard before the current
      * dump began (cut when it ends), the rest after (need the next one) */
@@ -69,13 +68,6 @@ struct meter {
 
     struct redis_conn *sub;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void start_dump(struct meter *m);
 static void run_shutdowns(struct meter *m);
@@ -209,10 +201,7 @@ static void dump_done(void *arg, const struct replay_report *rep)
 {
     struct meter *m = arg;
     m->dump = NULL;
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    uint64_t us = (uint64_t)((t1.tv_sec - m->dump_t0.tv_sec) * 1000000 +
-                             (t1.tv_nsec - m->dump_t0.tv_nsec) / 1000);
+    uint64_t us = (uint64_t)(clock_mono_ms() - m->dump_started_ms) * 1000;
     const char *error = rep->error;
     if (!error && m->parse.pid == 0) error = "no \"Pid:\" line in show info";
     if (error) {
@@ -252,8 +241,7 @@ static void start_dump(struct meter *m)
     if (m->dump || m->stopping) return;
     sess_dump_init(&m->parse, stream_cb, m);
     m->dump_begun = false;
-    m->dump_started_ms = mono_ms();
-    clock_gettime(CLOCK_MONOTONIC, &m->dump_t0);
+    m->dump_started_ms = clock_mono_ms();
     m->ready = m->npending;
     m->dump = cli_run(m->loop, m->cfg.haproxy_cli, "show info;show sess all", DUMP_TIMEOUT_S,
                       dump_line, dump_done, m);
@@ -275,9 +263,8 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void shut_line(void *arg, const char *line, size_t len)
 {
-    struct meter *m = arg;
-    (void)m;
-    /* "Session shut down." is silent in 2.6; anything else is worth a line */
+    (void)arg;
+    /* "shutdown session" answers nothing in 2.6; anything it says is worth a line */
     log_debug("live: HAProxy CLI: %.*s", (int)len, line);
 }
 

@@ -286,6 +286,7 @@ enum policy_outcome policy_decide(const struct snapshot *snap, const struct poli
     v->reason = NULL;
     v->check_balance = false;
     v->duration_min = 0;
+    v->max_conns = v->max_rps = 0;
     v->user[0] = v->slug[0] = v->country[0] = v->session[0] = '\0';
     v->upstream_addr[0] = v->upstream_auth[0] = '\0';
 
@@ -327,6 +328,8 @@ enum policy_outcome policy_decide(const struct snapshot *snap, const struct poli
         }
     }
     copy_str(v->user, sizeof(v->user), u->username, u->username_len);
+    v->max_conns = u->max_conns >= 0 ? (uint32_t)u->max_conns : ctx->default_max_conns;
+    v->max_rps = u->max_rps >= 0 ? (uint32_t)u->max_rps : ctx->default_max_rps;
 
     /* 3. username options */
     if (opt_error) return refuse(v, 400, opt_error);

@@ -48,6 +48,11 @@ struct policy_verdict {
     char upstream_addr[46]; /* IP address HAProxy connects to */
     uint16_t upstream_port;
     char upstream_auth[6 + 4 * ((2 * 256 + 2) / 3) + 8]; /* "Basic <base64(user:pass)>" */
+    /* The user's limits, the configured default in place of NULL (0:
+     * unlimited); HAProxy enforces them per node (gateway.cfg). Set once the
+     * user is known. */
+    uint32_t max_conns; /* requests and tunnels in progress at once */
+    uint32_t max_rps;   /* requests forwarded per second */
 };
 
 /* A hash check the caller must run (off the event loop) when decide returns
@@ -61,8 +66,12 @@ struct policy_hash_job {
 
 #define POLICY_CACHE_SLOTS 4096 /* verified (user, password, hash) fingerprints per thread */
 
-/* Per-thread state. Initialize with policy_ctx_init. */
+/* Per-thread state. Initialize with policy_ctx_init, then set the defaults. */
 struct policy_ctx {
+    /* Limits of users whose column is NULL; 0 (unlimited) after
+     * policy_ctx_init. */
+    uint32_t default_max_conns;
+    uint32_t default_max_rps;
     uint64_t rng[2];                       /* xorshift128+ state */
     uint64_t cache_key[2];                 /* SipHash key of the fingerprints */
     uint64_t verified[POLICY_CACHE_SLOTS]; /* fingerprints of checked hashes; 0 empty */

@@ -443,6 +443,12 @@ static bool is_crypt_hash(const char *p, size_t len)
            has_prefix(p, len, "$5$") || has_prefix(p, len, "$6$") || has_prefix(p, len, "$y$");
 }
 
+/* A limit column as the snapshot keeps it (see struct snap_user). */
+static int32_t user_limit(struct snapshot_nint v)
+{
+    return v.set && v.value >= 0 && v.value <= INT32_MAX ? (int32_t)v.value : SNAP_LIMIT_DEFAULT;
+}
+
 /* Appends a record for r (removed: a delta's tombstone, without password). */
 static int add_user_rec(struct snapshot *s, const struct snapshot_user_row *r, bool removed)
 {
@@ -468,6 +474,8 @@ static int add_user_rec(struct snapshot *s, const struct snapshot_user_row *r, b
     u->username_len = r->username_len;
     u->password_len = plen;
     u->password_is_hash = is_crypt_hash(str + r->username_len + 1, plen);
+    u->max_conns = user_limit(r->max_conns);
+    u->max_rps = user_limit(r->max_rps);
     s->urec_len += size;
     s->n_users++;
     return 0;

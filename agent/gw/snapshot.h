@@ -25,7 +25,15 @@ struct snap_user {
     const char *password; /* plain text (the reference) or a crypt(3) hash */
     size_t password_len;
     bool password_is_hash; /* starts with $2a$ $2b$ $2y$ $5$ $6$ $y$ */
+    /* Per-user limits (users.max_conns, users.max_rps; sql/migrations/006):
+     * SNAP_LIMIT_DEFAULT for NULL (the agent's configured default), 0 for
+     * unlimited, else the limit: requests and tunnels in progress at once,
+     * requests per second. The verdict resolves the default (policy.c). */
+    int32_t max_conns;
+    int32_t max_rps;
 };
+
+#define SNAP_LIMIT_DEFAULT (-1)
 
 struct snap_provider {
     int32_t id;
@@ -148,7 +156,9 @@ size_t snapshot_store_reap(struct snapshot_store *st);
  * skipped, logged (table, id, reason) and counted in snapshot_skips:
  *   users           is_active false: left out (NULL counts as true);
  *                   empty username, or a username or password longer
- *                   than 64 KiB: bad_user; repeated username: duplicate
+ *                   than 64 KiB: bad_user; repeated username: duplicate;
+ *                   max_conns / max_rps NULL or out of 0..INT32_MAX: the
+ *                   configured default (the row is kept)
  *   authorized_ips  is_active false: left out (NULL counts as true);
  *                   ip not an address or CIDR (iptrie_parse_cidr): bad_cidr
  *   proxies         eligible when is_visible AND NOT is_disabled (NULL: the
@@ -171,6 +181,12 @@ size_t snapshot_store_reap(struct snapshot_store *st);
 /* A nullable boolean column; zero (SQL NULL) reads as the column default. */
 enum snapshot_bool { SNAPSHOT_NULL = 0, SNAPSHOT_TRUE, SNAPSHOT_FALSE };
 
+/* A nullable integer column; zero-initialized it is SQL NULL. */
+struct snapshot_nint {
+    bool set; /* false: NULL */
+    int64_t value;
+};
+
 struct snapshot_user_row {
     int32_t id;
     const char *username;
@@ -178,6 +194,9 @@ struct snapshot_user_row {
     const char *password;
     size_t password_len;
     enum snapshot_bool is_active;
+    /* NULL (or a database without the columns), a negative value or one
+     * above INT32_MAX: SNAP_LIMIT_DEFAULT in the snapshot */
+    struct snapshot_nint max_conns, max_rps;
 };
 
 struct snapshot_ip_row {
@@ -257,23 +276,27 @@ void snapshot_free(struct snapshot *s);
  *     n_providers x [id, slug, name, base_url, username, password, url_template,
  *                    port_min, port_max, is_global, country_format, addr]
  *     n_ips       x [id, ip]
- *     n_users     x [id, username, password]
+ *     n_users     x [id, username, password, max_conns, max_rps]
  *   (strings are str, is_global bool, the rest int; only eligible providers
  *   and active rows are written; addr is the address resolved at load, reused
- *   as is when the file is read: no DNS at start.)
+ *   as is when the file is read: no DNS at start; a limit is -1 for NULL.)
+ *
+ * Versions: 2 added the user rows' limits. Version 1 files (user rows
+ * [id, username, password]) are still read, their users with the default
+ * limits; any other version is refused.
  *
  * The file holds plain-text credentials: it is created with mode 0600.
  */
 #define SNAPSHOT_FILE_MAGIC      "GWSNAP"
-#define SNAPSHOT_FILE_VERSION    1
+#define SNAPSHOT_FILE_VERSION    2
 #define SNAPSHOT_FILE_HEADER_LEN 27
 
 /* Writes s to path atomically: a temporary file in the same directory,
  * fsync, rename, fsync of the directory. Returns 0, or -1 with err set. */
 int snapshot_file_write(const struct snapshot *s, const char *path, char *err, size_t errlen);
 
-/* Reads a snapshot file. NULL with err set when it is missing, unreadable,
- * truncated, corrupt or of another version. */
+/* Reads a snapshot file (this version or version 1). NULL with err set when
+ * it is missing, unreadable, truncated, corrupt or of another version. */
 struct snapshot *snapshot_file_read(const char *path, char *err, size_t errlen);
 
 /* The parser behind snapshot_file_read, on a buffer (the fuzz target's entry

@@ -37,7 +37,8 @@
 #define SKIP_FIELDS     7
 #define PROVIDER_FIELDS 12
 #define IP_FIELDS       2
-#define USER_FIELDS     3
+#define USER_FIELDS     5
+#define USER_FIELDS_V1  3 /* version 1: no limits */
 
 /* --- CRC-32 ----------------------------------------------------------------------- */
 
@@ -126,6 +127,8 @@ static void pack_users(msgpack_packer *pk, struct enc *e, const struct snapshot 
         msgpack_pack_int32(pk, u->id);
         pack_str(pk, u->username, u->username_len);
         pack_str(pk, u->password, u->password_len);
+        msgpack_pack_int32(pk, u->max_conns); /* SNAP_LIMIT_DEFAULT (-1): NULL */
+        msgpack_pack_int32(pk, u->max_rps);
     }
 }
 
@@ -454,6 +457,15 @@ static int rd_bool(struct rd *r, bool *v, const char *what)
     return 0;
 }
 
+/* A user's limit: -1 (NULL, the default) or 0..INT32_MAX. */
+static int rd_limit(struct rd *r, struct snapshot_nint *v, const char *what)
+{
+    int64_t n;
+    if (rd_range(r, &n, SNAP_LIMIT_DEFAULT, INT32_MAX, what) != 0) return -1;
+    *v = (struct snapshot_nint){.set = n >= 0, .value = n};
+    return 0;
+}
+
 /* Rejects nothing itself: every provider in a file resolved when it was
  * written, and its address is in the row. A file never causes DNS traffic. */
 static int no_dns(void *arg, const char *host, char addr[46])
@@ -509,9 +521,9 @@ struct snapshot *snapshot_file_parse(const void *buf, size_t len, char *err, siz
         return NULL;
     }
     uint32_t version = (uint32_t)get_be(h + 9, 4);
-    if (version != SNAPSHOT_FILE_VERSION) {
+    if (version != SNAPSHOT_FILE_VERSION && version != 1) {
         set_err(err, errlen,
-                "unsupported snapshot file version %" PRIu32 " (this agent reads version %d)",
+                "unsupported snapshot file version %" PRIu32 " (this agent reads versions 1 to %d)",
                 version, SNAPSHOT_FILE_VERSION);
         return NULL;
     }
@@ -586,10 +598,13 @@ struct snapshot *snapshot_file_parse(const void *buf, size_t len, char *err, siz
     for (int64_t i = 0; i < nu; i++) {
         struct snapshot_user_row u = {.is_active = SNAPSHOT_TRUE};
         int64_t id;
-        if (rd_array(&r, USER_FIELDS, "user row") != 0 ||
+        if (rd_array(&r, version == 1 ? USER_FIELDS_V1 : USER_FIELDS, "user row") != 0 ||
             rd_range(&r, &id, INT32_MIN, INT32_MAX, "user id") != 0 ||
             rd_str(&r, &u.username, &u.username_len, "username") != 0 ||
             rd_str(&r, &u.password, &u.password_len, "password") != 0)
+            goto bad;
+        if (version != 1 && (rd_limit(&r, &u.max_conns, "max_conns") != 0 ||
+                             rd_limit(&r, &u.max_rps, "max_rps") != 0))
             goto bad;
         u.id = (int32_t)id;
         if (snapshot_builder_user(b, &u) != 0) goto oom;

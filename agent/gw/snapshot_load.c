@@ -35,9 +35,12 @@
  * up, no change log. With sql/migrations/005 as well, a change to
  * authorized_ips reads only the rows named in gw_ip_changes (same cursor)
  * and patches the whitelist in memory; the whole table is read again only
- * when that log says "too many" or is missing. The snapshot file is written
- * after loads that read a table again, after deltas alone at most once per
- * refresh_s, and at a clean stop.
+ * when that log says "too many" or is missing. Users' limits
+ * (sql/migrations/006) are read with the users when the columns exist, which
+ * every load checks: without them the users get the configured defaults
+ * (said once in the log), and every user is read again when they appear or
+ * go. The snapshot file is written after loads that read a table again,
+ * after deltas alone at most once per refresh_s, and at a clean stop.
  *
  * Failures keep the last snapshot: the error is logged, postgres_ok turns
  * false, and the load is retried after 1 s, 2 s, 4 s... up to refresh_s; a
@@ -98,6 +101,8 @@ struct snapshot_loader {
      * readable, a change to users only reads the changed users. */
     bool log_ok;            /* seen by the last whole load */
     bool ip_log_ok;         /* gw_ip_changes (005) seen by the last whole whitelist read */
+    bool limits_ok;         /* users.max_conns and max_rps (006) seen by the last whole load */
+    bool limits_said;       /* limits_ok was logged (once per change of it) */
     int64_t cursor;         /* txid_snapshot_xmin of the last read of users */
     size_t changed_users;   /* what the last delta applied: users, */
     size_t changed_ips;     /* ... whitelist rows (patched) */
@@ -181,6 +186,13 @@ static int64_t ival(const PGresult *res, int row, int col)
     return strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
+/* A nullable integer column, when the result has it. */
+static struct snapshot_nint nval(const PGresult *res, int row, int col)
+{
+    if (col >= PQnfields(res) || PQgetisnull(res, row, col)) return (struct snapshot_nint){0};
+    return (struct snapshot_nint){.set = true, .value = ival(res, row, col)};
+}
+
 static int add_providers(struct snapshot_builder *b, const PGresult *res)
 {
     for (int i = 0, n = PQntuples(res); i < n; i++) {
@@ -217,7 +229,11 @@ static int add_ips(struct snapshot_builder *b, const PGresult *res)
 static int add_users(struct snapshot_builder *b, const PGresult *res)
 {
     for (int i = 0, n = PQntuples(res); i < n; i++) {
-        struct snapshot_user_row r = {.id = (int32_t)ival(res, i, 0), .is_active = bval(res, i, 3)};
+        /* columns 4 and 5, max_conns and max_rps, when the database has them */
+        struct snapshot_user_row r = {.id = (int32_t)ival(res, i, 0),
+                                      .is_active = bval(res, i, 3),
+                                      .max_conns = nval(res, i, 4),
+                                      .max_rps = nval(res, i, 5)};
         r.username = val(res, i, 1, &r.username_len);
         r.password = val(res, i, 2, &r.password_len);
         if (snapshot_builder_user(b, &r) != 0) return -1;
@@ -299,19 +315,22 @@ static int resolve_with_fallback(void *arg, const char *host, char addr[46])
 
 /*
  * Inside a load's transaction, before anything else: whether gw_user_changes
- * (sql/migrations/004) and gw_ip_changes (005) exist and may be read, and the
- * transaction's snapshot xmin. Every transaction this one cannot see has an
- * xid >= xmin, so the next delta reads the change rows from there on.
+ * (sql/migrations/004) and gw_ip_changes (005) exist and may be read, whether
+ * users has the limit columns (006), and the transaction's snapshot xmin.
+ * Every transaction this one cannot see has an xid >= xmin, so the next
+ * delta reads the change rows from there on.
  */
-static int change_log_state(PGconn *c, bool *log_ok, bool *ip_log_ok, int64_t *xmin, char *err,
-                            size_t errlen)
+static int change_log_state(PGconn *c, bool *log_ok, bool *ip_log_ok, bool *limits_ok,
+                            int64_t *xmin, char *err, size_t errlen)
 {
     PGresult *res = PQexec(c, "SELECT CASE WHEN to_regclass('gw_user_changes') IS NULL THEN false "
                               "ELSE has_table_privilege(to_regclass('gw_user_changes'), 'SELECT') "
                               "END, txid_snapshot_xmin(txid_current_snapshot()), "
                               "CASE WHEN to_regclass('gw_ip_changes') IS NULL THEN false "
                               "ELSE has_table_privilege(to_regclass('gw_ip_changes'), 'SELECT') "
-                              "END");
+                              "END, (SELECT count(*) = 2 FROM pg_attribute "
+                              "WHERE attrelid = to_regclass('users') AND attnum > 0 "
+                              "AND NOT attisdropped AND attname IN ('max_conns', 'max_rps'))");
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         pg_message(err, errlen, "reading the transaction's xmin",
@@ -321,6 +340,7 @@ static int change_log_state(PGconn *c, bool *log_ok, bool *ip_log_ok, int64_t *x
         *log_ok = bval(res, 0, 0) == SNAPSHOT_TRUE;
         *xmin = ival(res, 0, 1);
         *ip_log_ok = bval(res, 0, 2) == SNAPSHOT_TRUE;
+        *limits_ok = bval(res, 0, 3) == SNAPSHOT_TRUE;
     }
     PQclear(res);
     return rc;
@@ -346,6 +366,24 @@ static int read_lists(PGconn *c, unsigned read, struct snapshot_builder *b, char
 }
 
 /*
+ * Whether users has the limit columns (sql/migrations/006), said in the log
+ * once per change: without them every user gets the configured defaults
+ * (the design's rule for a database with only the reference schema).
+ */
+static void say_limits(struct snapshot_loader *l, bool limits_ok)
+{
+    if (l->limits_said && l->limits_ok == limits_ok) return;
+    if (limits_ok)
+        log_info("snapshot: per-user limits read from users.max_conns and users.max_rps");
+    else
+        log_warn("snapshot: users has no max_conns / max_rps columns (sql/migrations/"
+                 "006_user_limits.sql not applied): every user gets the configured default "
+                 "limits (GW_MAX_CONNS, GW_MAX_RPS)");
+    l->limits_ok = limits_ok;
+    l->limits_said = true;
+}
+
+/*
  * One load: the three tables in one read-only REPEATABLE READ transaction,
  * then DNS (falling back to prev's addresses). NULL-flag semantics are the builder's (NULL
  * is_active counts as true), so the WHERE clauses say IS NOT FALSE. Returns the snapshot, or NULL
@@ -361,14 +399,16 @@ static struct snapshot *pg_load(struct snapshot_loader *l, const struct snapshot
         return NULL;
     }
     int rc = pg_command(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen);
-    bool log_ok = false, ip_log_ok = false;
+    bool log_ok = false, ip_log_ok = false, limits_ok = false;
     int64_t cursor = 0;
-    if (rc == 0) rc = change_log_state(c, &log_ok, &ip_log_ok, &cursor, err, errlen);
+    if (rc == 0) rc = change_log_state(c, &log_ok, &ip_log_ok, &limits_ok, &cursor, err, errlen);
     if (rc == 0) rc = read_lists(c, READ_WHOLE, b, err, errlen);
     if (rc == 0)
         rc = pg_cursor(c, "gw_snapshot_users",
-                       "SELECT id, username, password, is_active FROM users "
-                       "WHERE is_active IS NOT FALSE",
+                       limits_ok ? "SELECT id, username, password, is_active, max_conns, max_rps "
+                                   "FROM users WHERE is_active IS NOT FALSE"
+                                 : "SELECT id, username, password, is_active FROM users "
+                                   "WHERE is_active IS NOT FALSE",
                        b, add_users, err, errlen);
     if (rc == 0) rc = pg_command(c, "COMMIT", err, errlen);
     if (rc != 0) {
@@ -386,6 +426,7 @@ static struct snapshot *pg_load(struct snapshot_loader *l, const struct snapshot
         l->log_ok = log_ok;
         l->ip_log_ok = ip_log_ok;
         l->cursor = cursor;
+        say_limits(l, limits_ok);
     }
     return s;
 }
@@ -421,7 +462,9 @@ static int add_changed_users(struct snapshot_builder **b, struct snapshot *prev,
     for (int i = 0; i < n; i++) {
         bool gone = PQgetisnull(res, i, 1);
         struct snapshot_user_row r = {.id = (int32_t)ival(res, i, 1),
-                                      .is_active = gone ? SNAPSHOT_FALSE : bval(res, i, 3)};
+                                      .is_active = gone ? SNAPSHOT_FALSE : bval(res, i, 3),
+                                      .max_conns = nval(res, i, 4),
+                                      .max_rps = nval(res, i, 5)};
         r.username = val(res, i, 0, &r.username_len);
         r.password = val(res, i, 2, &r.password_len);
         if (snapshot_builder_user(*b, &r) != 0) {
@@ -489,13 +532,20 @@ static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *pr
     struct snapshot_builder *b = NULL;
     PGresult *ips = NULL;
     *out = NULL;
-    bool log_ok, ip_log_ok;
+    bool log_ok, ip_log_ok, limits_ok;
     int64_t cursor;
     if (pg_command(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen) != 0 ||
-        change_log_state(c, &log_ok, &ip_log_ok, &cursor, err, errlen) != 0)
+        change_log_state(c, &log_ok, &ip_log_ok, &limits_ok, &cursor, err, errlen) != 0)
         goto whole;
     if (!log_ok) {
         snprintf(err, errlen, "gw_user_changes is gone or not readable");
+        goto whole;
+    }
+    if (limits_ok != l->limits_ok) {
+        /* added or dropped by DDL, which no trigger logs (and a column
+         * added with a DEFAULT has values at once) */
+        snprintf(err, errlen, "the columns users.max_conns and max_rps %s",
+                 limits_ok ? "appeared" : "are gone");
         goto whole;
     }
     char since[24], limit[24];
@@ -536,11 +586,17 @@ static enum delta_result pg_delta(struct snapshot_loader *l, struct snapshot *pr
     PQclear(ips);
     ips = NULL;
     PGresult *res = PQexecParams(c,
-                                 "SELECT c.username, u.id, u.password, u.is_active "
-                                 "FROM (SELECT DISTINCT username FROM gw_user_changes "
-                                 "WHERE xid >= $1::bigint) c "
-                                 "LEFT JOIN users u ON u.username = c.username "
-                                 "ORDER BY c.username NULLS FIRST LIMIT $2::bigint",
+                                 limits_ok ? "SELECT c.username, u.id, u.password, u.is_active, "
+                                             "u.max_conns, u.max_rps "
+                                             "FROM (SELECT DISTINCT username FROM gw_user_changes "
+                                             "WHERE xid >= $1::bigint) c "
+                                             "LEFT JOIN users u ON u.username = c.username "
+                                             "ORDER BY c.username NULLS FIRST LIMIT $2::bigint"
+                                           : "SELECT c.username, u.id, u.password, u.is_active "
+                                             "FROM (SELECT DISTINCT username FROM gw_user_changes "
+                                             "WHERE xid >= $1::bigint) c "
+                                             "LEFT JOIN users u ON u.username = c.username "
+                                             "ORDER BY c.username NULLS FIRST LIMIT $2::bigint",
                                  2, NULL, params, NULL, NULL, 0);
     int n = add_changed_users(&b, prev, c, res, err, errlen);
     PQclear(res);

@@ -153,6 +153,9 @@ refused_connect 402 "402 Payment Required: insufficient balance" "balance 0"
 redis_gw SET balance:cache:myuser -1 >/dev/null
 gw_req "$ME" "$O/pay"
 refused 402 "402 Payment Required: insufficient balance" "balance -1"
+# 1 byte left: settled 1, nothing unsettled (no gw-settle runs in this stack,
+# so the bytes of this script's earlier requests would count: live balance)
+redis_gw DEL gw:live:myuser gw:unsettled:myuser >/dev/null
 redis_gw SET balance:cache:myuser 1 >/dev/null
 gw_req "$ME" "$O/pay"
 assert_eq 200 "$GW_CODE" "balance 1"

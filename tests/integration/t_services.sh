@@ -43,10 +43,10 @@ out=$(db_apply 2>&1)
 rc=$?
 assert_eq 0 "$rc" "apply.sh exit status"
 assert_match 'applied schema\.sql' "$out" "schema applied"
-for m in 001_notify_triggers 002_indexes 003_traffic_request_id 004_user_changes 005_ip_changes; do
+for m in 001_notify_triggers 002_indexes 003_traffic_request_id 004_user_changes 005_ip_changes 006_user_limits; do
     assert_match "applied migration $m" "$out" "migration $m applied"
 done
-assert_eq "001_notify_triggers 002_indexes 003_traffic_request_id 004_user_changes 005_ip_changes" \
+assert_eq "001_notify_triggers 002_indexes 003_traffic_request_id 004_user_changes 005_ip_changes 006_user_limits" \
     "$(psql_gw "SELECT string_agg(version, ' ' ORDER BY version) FROM schema_migrations")" \
     "schema_migrations rows"
 
@@ -56,7 +56,7 @@ rc=$?
 assert_eq 0 "$rc" "apply.sh exit status"
 assert_match 'nothing to apply' "$out" "says nothing to apply"
 if [[ $out =~ applied ]]; then t_fail "second run applied something" "$out"; fi
-assert_eq 5 "$(psql_gw 'SELECT count(*) FROM schema_migrations')" "schema_migrations rows"
+assert_eq 6 "$(psql_gw 'SELECT count(*) FROM schema_migrations')" "schema_migrations rows"
 
 t_begin "tables, columns and indexes exist"
 assert_eq "authorized_ips balances gw_ip_changes gw_user_changes proxies schema_migrations traffic_logs users" \
@@ -66,6 +66,14 @@ assert_eq "text YES" \
     "$(psql_gw "SELECT data_type || ' ' || is_nullable FROM information_schema.columns
                 WHERE table_name = 'traffic_logs' AND column_name = 'request_id'")" \
     "traffic_logs.request_id"
+assert_eq "max_conns integer YES max_rps integer YES" \
+    "$(psql_gw "SELECT string_agg(column_name || ' ' || data_type || ' ' || is_nullable, ' ' ORDER BY column_name)
+                FROM information_schema.columns WHERE table_name = 'users' AND column_name LIKE 'max_%'")" \
+    "006 users.max_conns, users.max_rps"
+assert_fails "006 refuses a negative max_conns" \
+    psql_gw "INSERT INTO users (username, password, max_conns) VALUES ('neg', 'x', -1)"
+assert_fails "006 refuses a negative max_rps" \
+    psql_gw "INSERT INTO users (username, password, max_rps) VALUES ('neg', 'x', -1)"
 assert_match 'CREATE UNIQUE INDEX idx_traffic_logs_request_id ON public.traffic_logs USING btree \(request_id\)' \
     "$(psql_gw "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_traffic_logs_request_id'")" \
     "unique index on request_id"
@@ -263,7 +271,7 @@ psql -X -q -v ON_ERROR_STOP=1 -d "$legacy_uri" \
 out=$("$GW_ROOT/sql/apply.sh" "$legacy_uri" 2>&1)
 assert_eq 0 "$?" "exit status"
 if [[ $out =~ schema\.sql ]]; then t_fail "schema.sql re-applied over an existing database" "$out"; fi
-assert_match 'applied migration 005_ip_changes' "$out" "migrations applied"
+assert_match 'applied migration 006_user_limits' "$out" "migrations applied"
 assert_eq "old|42|" "$(psql -X -At -d "$legacy_uri" -c "SELECT u.username, t.total_bytes, t.request_id
                                                      FROM traffic_logs t JOIN users u ON u.id = t.user_id")" \
     "old rows intact, request_id NULL"
@@ -282,7 +290,7 @@ rc2=$?
 assert_eq "0 0" "$rc1 $rc2" "both exit 0 ($(cat "$GW_TMP/race1.out" "$GW_TMP/race2.out"))"
 assert_eq 1 "$(cat "$GW_TMP/race1.out" "$GW_TMP/race2.out" | grep -c 'applied schema.sql')" \
     "schema applied by exactly one run"
-assert_eq 5 "$(psql -X -At -d "$race_uri" -c 'SELECT count(*) FROM schema_migrations')" "migrations recorded"
+assert_eq 6 "$(psql -X -At -d "$race_uri" -c 'SELECT count(*) FROM schema_migrations')" "migrations recorded"
 
 t_begin "apply.sh failures: clear message, non-zero, failed migration rolled back"
 cp -r "$GW_ROOT/sql" "$GW_TMP/sqlcopy"

@@ -116,10 +116,10 @@ assert_match 'postgres_ok=1 from_disk=0 generation=1 loads_ok=1 loads_failed=0' 
 assert_match 'skips bad_cidr=0 bad_port_range=0 bad_country_format=0 bad_template=0 unresolved_host=0 bad_user=0 duplicate=0' \
     "$(probe skips)" "nothing skipped"
 
-t_begin "the snapshot file is written after the load (0600, GWSNAP v1)"
+t_begin "the snapshot file is written after the load (0600, GWSNAP v2)"
 wait_until 10 test -s "$SNAP_FILE" || t_fail "no $SNAP_FILE"
 assert_eq "94a6475753" "$(head -c 5 "$SNAP_FILE" | od -An -tx1 | tr -d ' \n')" "magic"
-assert_eq "ce00000001" "$(head -c 13 "$SNAP_FILE" | tail -c 5 | od -An -tx1 | tr -d ' \n')" "version"
+assert_eq "ce00000002" "$(head -c 13 "$SNAP_FILE" | tail -c 5 | od -An -tx1 | tr -d ' \n')" "version"
 assert_eq 600 "$(stat -c %a "$SNAP_FILE")" "mode"
 assert_eq "" "$(find "$GW_TMP" -maxdepth 1 -name 'snapshot.bin.tmp.*')" "no temporary file left"
 

@@ -11,10 +11,12 @@
 # no schema, no demo data).
 #
 # Exports: GW_PORT (HAProxy's proxy port), GW_PROXY_PORT (PROXY protocol
-# port), AGENT_PORT, BILLING_PORT (agent's billing listener), GW_SPOOL, UP_PORT_MIN..UP_PORT_MAX (stand-in ports, used by all
+# port), AGENT_PORT, BILLING_PORT (agent's billing listener), HOLD_PORT
+# (HAProxy's gw-billing-hold frontend), GW_SPOOL, UP_PORT_MIN..UP_PORT_MAX (stand-in ports, used by all
 # demo providers), ORIGIN_PORT, ORIGIN_TLS_PORT, GW_CA (test CA file),
 # UP_RECORD (the stand-in's username record), GW_SNAPSHOT (agent snapshot
-# file). Variables read: GW_AGENT (agent binary), GW_AGENT_ARGS (extra agent
+# file). Variables read: GW_AGENT (agent binary), GW_HAPROXY_CFG (HAProxy's
+# config, default haproxy/gateway.cfg), GW_AGENT_ARGS (extra agent
 # options), PORT (fixed proxy port instead of a free one), GW_WITH_SETTLE=1
 # (also start the settlement worker, GW_SETTLE: it rewrites balance:cache, so
 # tests that set balances by hand leave it off).
@@ -38,13 +40,14 @@ start_gateway_stack() {
     ORIGIN_TLS_PORT=$(free_port)
     AGENT_PORT=$(free_port)
     BILLING_PORT=$(free_port)
+    HOLD_PORT=$(free_port)
     GW_SPOOL=$GW_TMP/billing.spool
     GW_PORT=${PORT:-$(free_port)}
     GW_PROXY_PORT=$(free_port)
     UP_RECORD=$GW_TMP/upstream.record
     GW_SNAPSHOT=$GW_TMP/agent.snapshot
     GW_CA=$GW_TMP/ca/ca.pem
-    export BILLING_PORT GW_SPOOL
+    export BILLING_PORT HOLD_PORT GW_SPOOL
     export UP_PORT_MIN UP_PORT_MAX ORIGIN_PORT ORIGIN_TLS_PORT AGENT_PORT GW_PORT \
         GW_PROXY_PORT UP_RECORD GW_SNAPSHOT GW_CA
 
@@ -79,9 +82,10 @@ start_gateway_stack() {
         start_bg settle "${GW_SETTLE:-$GW_ROOT/agent/gw-settle}" --postgres-uri "$POSTGRES_URI" \
             --redis-addr "$REDIS_ADDR" || return 1
     fi
-    start_haproxy "$GW_ROOT/haproxy/gateway.cfg" PORT="$GW_PORT" GW_BIND=127.0.0.1 \
+    start_haproxy "${GW_HAPROXY_CFG:-$GW_ROOT/haproxy/gateway.cfg}" PORT="$GW_PORT" GW_BIND=127.0.0.1 \
         GW_PROXY_PORT="$GW_PROXY_PORT" GW_TRUSTED_PROXIES="127.0.0.1/32" \
         GW_AGENT_ADDR="127.0.0.1:$AGENT_PORT" GW_BILLING_ADDR="127.0.0.1:$BILLING_PORT" \
+        GW_BILLING_HOLD="127.0.0.1:$HOLD_PORT" \
         GW_SPOE_CONF="$GW_ROOT/haproxy/spoe-gateway.conf" \
         GW_ERRORS_DIR="$GW_ROOT/haproxy/errors" GW_STATS_SOCKET="$GW_TMP/haproxy.sock" \
         GW_TIMEOUT_CONNECT=2s GW_TIMEOUT_SERVER=5s GW_GRACE=10s || return 1
@@ -98,6 +102,7 @@ start_agent() {
         --postgres-uri "$POSTGRES_URI" --redis-addr "$REDIS_ADDR" \
         --snapshot-path "$GW_SNAPSHOT" --billing-listen "127.0.0.1:$BILLING_PORT" \
         --spool-path "$GW_SPOOL" --haproxy-cli "$GW_TMP/haproxy.sock" \
+        --haproxy-master-cli "$GW_TMP/haproxy-master.sock" --billing-hold "127.0.0.1:$HOLD_PORT" \
         --shutdown-timeout 5 ${GW_AGENT_ARGS:-} "$@" || return 1
     wait_port "$AGENT_PORT" 15 || { t_fail "agent did not listen"; return 1; }
 }

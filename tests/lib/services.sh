@@ -21,7 +21,8 @@
 #   free_port_range <n>        prints the first of <n> consecutive free ports
 #   start_postgres             PG_PORT, POSTGRES_URI   (stop_postgres, restart_postgres)
 #   start_redis                REDIS_PORT, REDIS_ADDR, REDIS_PID (stop_redis, restart_redis)
-#   start_haproxy <cfg> [VAR=value...]  HAPROXY_PID    (stop_haproxy, reload_haproxy)
+#   start_haproxy <cfg> [VAR=value...]  HAPROXY_PID    (stop_haproxy, reload_haproxy);
+#                              master CLI on $GW_TMP/haproxy-master.sock
 #   start_bg <name> <cmd...>   BG_PID (of the last start); bg_pid <name>,
 #                              stop_bg <name> [signal] (sets BG_STATUS), signal_bg,
 #                              bg_alive <name>, bg_status <name>
@@ -572,7 +573,8 @@ redis_gw() {
 # --- HAProxy -------------------------------------------------------------------------------
 
 # start_haproxy <cfg> [VAR=value...]: check the config (haproxy -c), then run
-# `haproxy -W -db -f <cfg>` with the extra variables in its environment (the
+# `haproxy -W -db -S $GW_TMP/haproxy-master.sock -f <cfg>` (master-worker, with
+# the master CLI) with the extra variables in its environment (the
 # config reads ports as "${VAR}"); output to $GW_TMP/haproxy.log. Returns once
 # the master has forked its worker (the listeners are bound by then).
 start_haproxy() {
@@ -592,11 +594,12 @@ $out"
         return 1
     fi
     {
-        printf -- '---- %s haproxy -W -db -f %s' "$(date '+%F %T')" "$cfg"
+        printf -- '---- %s haproxy -W -db -S %s -f %s' "$(date '+%F %T')" "$GW_TMP/haproxy-master.sock" "$cfg"
         printf ' %q' "$@"
         printf '\n'
     } >>"$GW_TMP/haproxy.log"
-    _svc_spawn svc-haproxy "$GW_TMP/haproxy.log" env "$@" haproxy -W -db -f "$cfg" || return 1
+    _svc_spawn svc-haproxy "$GW_TMP/haproxy.log" env "$@" haproxy -W -db -S "$GW_TMP/haproxy-master.sock" \
+        -f "$cfg" || return 1
     HAPROXY_PID=$_SVC_SPAWNED
     export HAPROXY_PID
     deadline=$((SECONDS + 10))

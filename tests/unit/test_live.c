@@ -245,6 +245,48 @@ START_TEST(the_registry_is_bounded)
 }
 END_TEST
 
+START_TEST(many_streams_register_finish_and_prune_in_any_order)
+{
+    enum { N = 3000 };
+    struct live *l = live_new(N);
+    static bool alive[N];
+    unsigned seed = 12345;
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(live_register(l, 9, (uint64_t)i, LIT("r"), LIT("u"), i), 0);
+        alive[i] = true;
+    }
+    size_t left = N;
+    for (int round = 0; round < 4; round++) {
+        for (int k = 0; k < N / 8; k++) { /* some end */
+            seed = seed * 1103515245u + 12345u;
+            int i = (int)((seed >> 8) % N);
+            if (alive[i]) {
+                ck_assert_int_eq(live_finish(l, 9, (uint64_t)i), LIVE_CUT_NONE);
+                alive[i] = false;
+                left--;
+            }
+        }
+        /* a dump shows the odd streams only; the even ones registered
+         * before 1000 are pruned */
+        struct grown g = {0};
+        live_dump_begin(l, 9);
+        for (int i = 1; i < N; i += 2)
+            if (alive[i]) live_dump_stream(l, (uint64_t)i, 0x1000u + (uint64_t)i, 0);
+        live_dump_end(l, 1000, on_progress, &g);
+        for (int i = 0; i < 1000; i += 2)
+            if (alive[i]) {
+                alive[i] = false;
+                left--;
+            }
+        ck_assert_uint_eq(live_counts(l).entries, left);
+    }
+    for (int i = 0; i < N; i++)
+        if (alive[i]) ck_assert_int_eq(live_finish(l, 9, (uint64_t)i), LIVE_CUT_NONE);
+    ck_assert(!live_active(l));
+    live_free(l);
+}
+END_TEST
+
 /* --- gw3 billing records: the stream and how it ended ------------------------------------ */
 
 START_TEST(gw3_records_name_their_stream_and_a_cut_shows_in_json)
@@ -298,6 +340,7 @@ Suite *live_suite(void)
     tcase_add_test(tc, streams_gone_from_haproxy_are_pruned_after_the_grace);
     tcase_add_test(tc, a_cut_marks_the_users_streams_and_the_end_record_learns_it);
     tcase_add_test(tc, the_registry_is_bounded);
+    tcase_add_test(tc, many_streams_register_finish_and_prune_in_any_order);
     suite_add_tcase(s, tc);
     tc = tcase_create("records");
     tcase_add_test(tc, gw3_records_name_their_stream_and_a_cut_shows_in_json);

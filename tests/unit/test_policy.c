@@ -41,11 +41,12 @@ static struct snapshot *build(bool with_global, bool with_country)
     snprintf(sha_hash, sizeof(sha_hash), "%s", crypt_r("s3cret", "$6$abcdefgh$", &cd));
 
     static struct snapshot_user_row users[4];
-    users[0] = (struct snapshot_user_row){1, S("myuser"), S("mypassword"), SNAPSHOT_TRUE};
-    users[1] = (struct snapshot_user_row){2, S("my-user"), S("pw:with:colons"), SNAPSHOT_NULL};
-    users[2] = (struct snapshot_user_row){3, S("off"), S("pw"), SNAPSHOT_FALSE};
-    users[3] =
-        (struct snapshot_user_row){4, S("hashed"), sha_hash, strlen(sha_hash), SNAPSHOT_TRUE};
+    users[0] = (struct snapshot_user_row){1, S("myuser"), S("mypassword"), SNAPSHOT_TRUE, {0}, {0}};
+    users[1] =
+        (struct snapshot_user_row){2, S("my-user"), S("pw:with:colons"), SNAPSHOT_NULL, {0}, {0}};
+    users[2] = (struct snapshot_user_row){3, S("off"), S("pw"), SNAPSHOT_FALSE, {0}, {0}};
+    users[3] = (struct snapshot_user_row){
+        4, S("hashed"), sha_hash, strlen(sha_hash), SNAPSHOT_TRUE, {0}, {0}};
     static const struct snapshot_ip_row ips[] = {
         {1, S("127.0.0.1/32"), SNAPSHOT_TRUE},
         {2, S("10.0.0.0/8"), SNAPSHOT_TRUE},

@@ -35,7 +35,7 @@ static size_t len_of(const char *s)
 static struct snapshot_user_row user_row(int32_t id, const char *name, const char *pw,
                                          enum snapshot_bool active)
 {
-    return (struct snapshot_user_row){id, name, len_of(name), pw, len_of(pw), active};
+    return (struct snapshot_user_row){id, name, len_of(name), pw, len_of(pw), active, {0}, {0}};
 }
 
 static struct snapshot_ip_row ip_row(int32_t id, const char *ip, enum snapshot_bool active)
@@ -120,11 +120,17 @@ static const struct snap_provider *provider(const struct snapshot *s, const char
 static struct snapshot *demo_snapshot(struct fake_dns *dns)
 {
     static const struct snapshot_user_row users[] = {
-        {1, "myuser", 6, "mypassword", 10, SNAPSHOT_TRUE},
-        {2, "hashed", 6, "$2b$12$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234", 60,
-         SNAPSHOT_NULL},
-        {3, "Alice", 5, "pw-upper", 8, SNAPSHOT_TRUE},
-        {4, "alice", 5, "pw-lower", 8, SNAPSHOT_TRUE},
+        {1, "myuser", 6, "mypassword", 10, SNAPSHOT_TRUE, {0}, {0}},
+        {2,
+         "hashed",
+         6,
+         "$2b$12$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234",
+         60,
+         SNAPSHOT_NULL,
+         {0},
+         {0}},
+        {3, "Alice", 5, "pw-upper", 8, SNAPSHOT_TRUE, {0}, {0}},
+        {4, "alice", 5, "pw-lower", 8, SNAPSHOT_TRUE, {0}, {0}},
     };
     static const struct snapshot_ip_row ips[] = {
         {1, "127.0.0.1/32", 12, SNAPSHOT_TRUE},
@@ -1115,7 +1121,7 @@ START_TEST(test_file_round_trip)
     size_t len;
     uint8_t *buf = snapshot_file_encode(t, 42, &len);
     ck_assert_ptr_nonnull(buf);
-    ck_assert_mem_eq(buf, "\x94\xa6GWSNAP\xce\x00\x00\x00\x01\xcf", 14);
+    ck_assert_mem_eq(buf, "\x94\xa6GWSNAP\xce\x00\x00\x00\x02\xcf", 14);
     uint64_t body = 0;
     for (int i = 0; i < 8; i++)
         body = body << 8 | buf[14 + i];
@@ -1220,9 +1226,9 @@ START_TEST(test_file_corrupt)
     }
     /* wrong version */
     memcpy(copy, buf, len);
-    copy[12] = 2;
+    copy[12] = 3;
     ck_assert_ptr_null(snapshot_file_parse(copy, len, err, sizeof(err)));
-    ck_assert_str_eq(err, "unsupported snapshot file version 2 (this agent reads version 1)");
+    ck_assert_str_eq(err, "unsupported snapshot file version 3 (this agent reads versions 1 to 2)");
     /* not ours */
     memcpy(copy, "\x94\xa6GWSNAQ", 8);
     ck_assert_ptr_null(snapshot_file_parse(copy, len, err, sizeof(err)));
