@@ -28,6 +28,9 @@
  * before it exits (billing_hold.c). A record is spooled before its id is remembered
  * (both writes reach the page cache at once), so a kill in between leaves
  * the record in the spool, whose ids are remembered again at start.
+ *
+ * Each billable record also tells provider health (health.h) how the
+ * upstream did: this thread is its main writer.
  */
 #include <errno.h>
 #include <hiredis/async.h>
@@ -42,7 +45,9 @@
 #include "billing_hold.h"
 #include "billing_record.h"
 #include "billing_replay.h"
+#include "clock.h"
 #include "dedup.h"
+#include "health.h"
 #include "ev_timer_once.h"
 #include "live.h"
 #include "live_lua.h"
@@ -181,6 +186,13 @@ static void take_record(struct billing *b, const char *rec, size_t len, bool rep
     if (dedup_seen(b->dd, r.request_id.ptr, r.request_id.len)) {
         STAT(b, duplicates);
         return;
+    }
+    /* Passive provider health: how the upstream did on this request. */
+    if (b->cfg.health && r.slug.ptr) {
+        enum health_result hr =
+            health_classify(r.status, r.termination.ptr, r.termination.ptr ? r.termination.len : 0);
+        health_report(b->cfg.health, r.slug.ptr, r.slug.len, hr, r.timestamp_ms, clock_mono_ms(),
+                      clock_wall_ms());
     }
     if (live) r.cut_reason = live_cut_name(live_finish(b->cfg.live, pid, id));
     size_t n = billing_record_json(&r, b->json, sizeof(b->json));

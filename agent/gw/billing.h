@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "health.h"
 #include "live.h"
 #include "meter.h"
 
@@ -33,6 +34,7 @@ struct billing_config {
     struct live *live;         /* live balance (live.h): NULL when off; needs haproxy_cli */
     unsigned live_interval_ms; /* between the meter's dumps */
     struct meter_stats *meter_stats; /* with live */
+    struct health *health;           /* provider health fed from the records; NULL: off */
 };
 
 struct billing_stats {

@@ -12,7 +12,8 @@
  *   (int), up_auth (str "Basic ..."), user, slug, country, session (str),
  *   duration (int, minutes), and the user's limits max_conns and max_rps
  *   (int, 0: unlimited; HAProxy enforces them). gw-health sets proxy_count,
- *   user_count, queue_length, snapshot_age, pg_ok, redis_ok.
+ *   user_count, queue_length, snapshot_age, pg_ok, redis_ok, providers (a
+ *   JSON array: each provider's health) and providers_out.
  *
  * Each worker thread has its own Redis connection on its own loop
  * (agent/common/redis_conn.h: the host resolved off the loop). The
@@ -32,6 +33,8 @@
 #include "clock.h"
 #include "ev_timer_once.h"
 #include "handler_gw.h"
+#include "health.h"
+#include "json.h"
 #include "live.h"
 #include "live_lua.h"
 #include "log.h"
@@ -41,6 +44,9 @@
 #define REDIS_RETRY_S 1.0
 #define QUEUE_POLL_S  2.0
 #define SNAP_TICK_S   1.0 /* an idle worker lets go of a replaced snapshot this soon */
+
+/* /health's provider array, bytes at most (fits HAProxy's 16 KiB buffer) */
+#define HEALTH_JSON_MAX 8000
 
 struct gw_global {
     struct gw_config *cfg;
@@ -481,6 +487,65 @@ static void on_request(struct gw_thread *t, struct spoa_req *req, const struct s
     }
 }
 
+/* Appends one provider's health to the /health array. */
+static void health_entry(struct textbuf *b, struct health *h, const struct snap_provider *p,
+                         int64_t now_mono, int64_t now_wall, size_t *out)
+{
+    struct health_view hv = {.state = HEALTH_IN, .last_error = HEALTH_OK};
+    health_view(h, p->slug, p->slug_len, now_mono, &hv);
+    if (hv.state != HEALTH_IN) (*out)++;
+    textbuf_puts(b, "{\"slug\":");
+    json_put_string(b, p->slug, p->slug_len);
+    textbuf_puts(b, ",\"state\":\"");
+    textbuf_puts(b, health_state_name(hv.state));
+    textbuf_puts(b, "\",\"failures\":");
+    textbuf_put_int(b, hv.failures);
+    textbuf_puts(b, ",\"recent_failures\":");
+    textbuf_put_int(b, hv.recent_failures);
+    textbuf_puts(b, ",\"times_out\":");
+    textbuf_put_int(b, hv.times_out);
+    textbuf_puts(b, ",\"out_for_s\":");
+    textbuf_put_int(b, (hv.out_left_ms + 999) / 1000);
+    if (hv.last_error_wall_ms > 0) {
+        textbuf_puts(b, ",\"last_error\":\"");
+        textbuf_puts(b, health_result_name(hv.last_error));
+        textbuf_puts(b, "\",\"last_error_age_s\":");
+        textbuf_put_int(b, (now_wall - hv.last_error_wall_ms) / 1000);
+    } else {
+        textbuf_puts(b, ",\"last_error\":null");
+    }
+    textbuf_putc(b, '}');
+}
+
+/* /health's provider part: "providers" (a JSON array of every provider in
+ * the snapshot with its health; as many as fit in HEALTH_JSON_MAX bytes) and
+ * "providers_out" (how many are out or half-open: the gateway is degraded). */
+static void health_vars(struct gw_thread *t, struct spoa_req *req, const struct snapshot *snap)
+{
+    static _Thread_local char buf[HEALTH_JSON_MAX];
+    struct health *h = t->g->cfg->health;
+    int64_t now_mono = clock_mono_ms(), now_wall = clock_wall_ms();
+    struct textbuf b;
+    size_t out = 0, good = 1;
+    textbuf_init(&b, buf, sizeof(buf) - 1); /* room for the closing ']' */
+    textbuf_putc(&b, '[');
+    for (int global = 1; global >= 0; global--) {
+        const struct snap_provider *const *pool;
+        size_t n = snapshot_providers(snap, global, &pool);
+        for (size_t i = 0; i < n; i++) {
+            if (good > 1) textbuf_putc(&b, ',');
+            health_entry(&b, h, pool[i], now_mono, now_wall, &out);
+            if (b.full) break;
+            good = (size_t)(b.p - b.start);
+        }
+    }
+    if (b.full) log_warn("/health: too many providers to list them all");
+    buf[good] = ']';
+    struct spop_data d = spop_data_str(buf, good + 1);
+    spoa_req_set_var(req, SPOP_SCOPE_TXN, "providers", &d);
+    set_int(req, "providers_out", (int64_t)out);
+}
+
 static void on_health(struct gw_thread *t, struct spoa_req *req)
 {
     const struct snapshot *snap = snapshot_store_current(t->g->cfg->store, &t->ref);
@@ -498,6 +563,7 @@ static void on_health(struct gw_thread *t, struct spoa_req *req)
     set_int(req, "snapshot_age", age < 0 ? 0 : age);
     set_int(req, "pg_ok", st.postgres_ok);
     set_int(req, "redis_ok", t->g->cfg->balance_checks ? redis_conn_ctx(t->redis) != NULL : 1);
+    health_vars(t, req, snap);
     spoa_req_done(req);
 }
 
@@ -531,6 +597,7 @@ static void *gw_thread_init(struct ev_loop *loop, void *global)
     t->loop = loop;
     t->g = global;
     policy_ctx_init(&t->pctx);
+    t->pctx.health = t->g->cfg->health;
     t->pctx.default_max_conns = t->g->cfg->max_conns;
     t->pctx.default_max_rps = t->g->cfg->max_rps;
     t->inbox = crypt_inbox_new(loop);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "crypt_pool.h"
+#include "health.h"
 #include "live.h"
 #include "snapshot.h"
 #include "spoa.h"
@@ -26,6 +27,7 @@ struct gw_config {
     struct live *live;           /* NULL: no live balance (allowed streams not registered) */
     unsigned max_conns;          /* limits of users whose column is NULL (0: unlimited) */
     unsigned max_rps;
+    struct health *health; /* provider health (health.h); NULL: off, every provider in */
 };
 
 /* Counters for logs and /health; relaxed atomics. */

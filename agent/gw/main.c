@@ -19,6 +19,8 @@
 #include "gw_metrics.h"
 #include "handler_echo.h"
 #include "handler_gw.h"
+#include "health.h"
+#include "health_check.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "net.h"
@@ -60,6 +62,18 @@ enum {
     O_LIVE_INTERVAL,
     O_LIVE_MAX,
     O_METRICS_LISTEN,
+    O_HEALTH,
+    O_HEALTH_FAILS,
+    O_HEALTH_RATIO,
+    O_HEALTH_MIN_REQUESTS,
+    O_HEALTH_WINDOW,
+    O_HEALTH_BACKOFF_MIN,
+    O_HEALTH_BACKOFF_MAX,
+    O_HEALTH_TRIALS,
+    O_HEALTH_TRIAL_TIMEOUT,
+    O_HEALTH_CHECK_INTERVAL,
+    O_HEALTH_CHECK_TIMEOUT,
+    O_HEALTH_CHECK_RATE,
     O_COUNT
 };
 
@@ -144,6 +158,36 @@ static const struct option_def options[O_COUNT] = {
     [O_METRICS_LISTEN] = {"metrics-listen", "GW_METRICS_LISTEN", OPT_STR, "127.0.0.1:12348", 0, 0,
                           "where GET /metrics serves Prometheus metrics (host:port; '' "
                           "disables); a bind failure is logged, verdicts go on without it"},
+    [O_HEALTH] = {"health", "GW_HEALTH", OPT_BOOL, "true", 0, 0,
+                  "provider health: take failing providers out of selection (true/false)"},
+    [O_HEALTH_FAILS] = {"health-fails", "GW_HEALTH_FAILS", OPT_UINT, "5", 0, 1000000,
+                        "failures in a row that take a provider out (0: not by count)"},
+    [O_HEALTH_RATIO] = {"health-ratio", "GW_HEALTH_RATIO", OPT_UINT, "50", 0, 100,
+                        "failure percentage over the window that takes a provider out (0: off)"},
+    [O_HEALTH_MIN_REQUESTS] = {"health-min-requests", "GW_HEALTH_MIN_REQUESTS", OPT_UINT, "20", 1,
+                               1000000, "outcomes in the window before the ratio counts"},
+    [O_HEALTH_WINDOW] = {"health-window-s", "GW_HEALTH_WINDOW_S", OPT_UINT, "30", 1, 86400,
+                         "the failure ratio's window in seconds"},
+    [O_HEALTH_BACKOFF_MIN] = {"health-backoff-min-ms", "GW_HEALTH_BACKOFF_MIN_MS", OPT_UINT, "5000",
+                              100, 86400000, "how long a provider is out the first time (ms)"},
+    [O_HEALTH_BACKOFF_MAX] = {"health-backoff-max-ms", "GW_HEALTH_BACKOFF_MAX_MS", OPT_UINT,
+                              "300000", 100, 86400000,
+                              "the longest back-off (ms): it doubles each time a half-open "
+                              "provider fails again"},
+    [O_HEALTH_TRIALS] = {"health-trials", "GW_HEALTH_TRIALS", OPT_UINT, "1", 1, 1000,
+                         "requests at a time sent to a half-open provider"},
+    [O_HEALTH_TRIAL_TIMEOUT] = {"health-trial-timeout-ms", "GW_HEALTH_TRIAL_TIMEOUT_MS", OPT_UINT,
+                                "10000", 100, 86400000,
+                                "a trial request without an outcome this long (a tunnel still "
+                                "open) frees its place for another"},
+    [O_HEALTH_CHECK_INTERVAL] = {"health-check-interval-ms", "GW_HEALTH_CHECK_INTERVAL_MS",
+                                 OPT_UINT, "10000", 0, 86400000,
+                                 "active checks: a TCP connect to each provider this often (ms), "
+                                 "and before trial requests after a back-off; 0: no checks"},
+    [O_HEALTH_CHECK_TIMEOUT] = {"health-check-timeout-ms", "GW_HEALTH_CHECK_TIMEOUT_MS", OPT_UINT,
+                                "2000", 10, 60000, "a check's connect fails after this (ms)"},
+    [O_HEALTH_CHECK_RATE] = {"health-check-rate", "GW_HEALTH_CHECK_RATE", OPT_UINT, "20", 1, 100000,
+                             "checks started per second at most"},
 };
 
 static const struct options_program program = {
@@ -178,7 +222,8 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
     unsigned refresh, full_every, redis_db, balance_timeout, crypt_threads, spool_max_mb, dedup;
     unsigned live_interval, live_max;
     unsigned max_conns, max_rps;
-    bool traffic, live_on;
+    unsigned hv[O_HEALTH_CHECK_RATE + 1] = {0};
+    bool traffic, live_on, health_on;
     char redis_host[256];
     int redis_port;
     if (!options_uint(program.name, &options[O_REFRESH], values[O_REFRESH], &refresh) ||
@@ -196,8 +241,11 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         !options_bool(program.name, &options[O_LIVE], values[O_LIVE], &live_on) ||
         !options_uint(program.name, &options[O_MAX_CONNS], values[O_MAX_CONNS], &max_conns) ||
         !options_uint(program.name, &options[O_MAX_RPS], values[O_MAX_RPS], &max_rps) ||
-        !options_bool(program.name, &options[O_TRAFFIC], values[O_TRAFFIC], &traffic))
+        !options_bool(program.name, &options[O_TRAFFIC], values[O_TRAFFIC], &traffic) ||
+        !options_bool(program.name, &options[O_HEALTH], values[O_HEALTH], &health_on))
         return 2;
+    for (int o = O_HEALTH_FAILS; o <= O_HEALTH_CHECK_RATE; o++)
+        if (!options_uint(program.name, &options[o], values[o], &hv[o])) return 2;
     if (!values[O_POSTGRES_URI][0]) {
         fprintf(stderr, "gw-agent: POSTGRES_URI is required (or --postgres-uri)\n");
         return 2;
@@ -222,6 +270,40 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         snapshot_store_stop(store);
         return 1;
     }
+    /* Provider health: fed by the billing records (passive) and the
+     * health thread's checks (active); read by the verdicts. */
+    struct health *health = NULL;
+    struct health_checker *checker = NULL;
+    if (health_on) {
+        struct health_config hcfg = {
+            .fails = hv[O_HEALTH_FAILS],
+            .ratio_pct = hv[O_HEALTH_RATIO],
+            .min_requests = hv[O_HEALTH_MIN_REQUESTS],
+            .window_ms = hv[O_HEALTH_WINDOW] * 1000u,
+            .backoff_min_ms = hv[O_HEALTH_BACKOFF_MIN],
+            .backoff_max_ms = hv[O_HEALTH_BACKOFF_MAX],
+            .trials = hv[O_HEALTH_TRIALS],
+            .trial_timeout_ms = hv[O_HEALTH_TRIAL_TIMEOUT],
+            .gate_on_check = hv[O_HEALTH_CHECK_INTERVAL] > 0,
+        };
+        struct health_checker_config ccfg = {
+            .store = store,
+            .interval_ms = hv[O_HEALTH_CHECK_INTERVAL],
+            .timeout_ms = hv[O_HEALTH_CHECK_TIMEOUT],
+            .rate_per_s = hv[O_HEALTH_CHECK_RATE],
+        };
+        if (!(health = health_new(&hcfg)) || !(ccfg.health = health) ||
+            !(checker = health_checker_start(&ccfg))) {
+            log_error("cannot start provider health");
+            health_free(health);
+            crypt_pool_stop(pool);
+            snapshot_store_stop(store);
+            return 1;
+        }
+        if (!traffic)
+            log_warn("provider health: passive health needs the billing records "
+                     "(ENABLE_TRAFFIC_LOGGING); only active checks feed it");
+    }
     /* Live balance: needs the billing records (they end each stream) and
      * the CLI (it reads the streams' bytes and shuts them down). */
     struct live *live = NULL;
@@ -231,6 +313,8 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
                  "enforced only when requests start");
     if (live_on && traffic && values[O_HAPROXY_CLI][0] && !(live = live_new(live_max))) {
         log_error("out of memory for the live registry");
+        health_checker_stop(checker);
+        health_free(health);
         crypt_pool_stop(pool);
         snapshot_store_stop(store);
         return 1;
@@ -257,10 +341,13 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
             .live = live,
             .live_interval_ms = live_interval,
             .meter_stats = &mstats,
+            .health = health,
         };
         billing = billing_start(&bcfg, &bstats);
         if (!billing) {
             live_free(live);
+            health_checker_stop(checker);
+            health_free(health);
             crypt_pool_stop(pool);
             snapshot_store_stop(store);
             return 1;
@@ -276,6 +363,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         .redis_db = redis_db,
         .balance_timeout_ms = balance_timeout,
         .live = live,
+        .health = health,
         .max_conns = max_conns,
         .max_rps = max_rps,
     };
@@ -312,6 +400,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
     int rc = spoa_server_run(cfg, &handler, &stats) == 0 ? 0 : 1;
     metrics_http_stop(metrics); /* before what it reads goes away */
     billing_stop(billing);
+    health_checker_stop(checker);
     if (live) {
         struct live_counts lc = live_counts(live);
         log_info("live: %llu streams registered (%llu not: full or no memory), %llu ended, %llu "
@@ -324,6 +413,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
                  (unsigned long long)mstats.cut_messages, (unsigned long long)mstats.sessions_shut);
         live_free(live);
     }
+    health_free(health);
     crypt_pool_stop(pool);
     snapshot_store_stop(store);
     log_info("stopped: %llu NOTIFY; verdicts 200=%llu 400=%llu 402=%llu 403=%llu 407=%llu "

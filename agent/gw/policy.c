@@ -11,6 +11,9 @@
  * country, session) over the eligible providers picks the provider and,
  * from the same key, the port, so a session sticks to one upstream on every
  * node and across restarts; without one, a random provider and port.
+ * Providers that provider health (health.h) took out are skipped: a random
+ * request draws among the others, a session goes to its next rendezvous
+ * choice while its own is out; with every provider out, health is ignored.
  */
 #include <arpa/inet.h>
 #include <crypt.h>
@@ -140,6 +143,71 @@ static struct rendezvous_str pool_slug(const void *ctx, size_t i)
     return (struct rendezvous_str){pool[i]->slug, pool[i]->slug_len};
 }
 
+/* Whether (sa, a) comes before (sb, b) in rendezvous order: higher score
+ * first, ties to the smaller slug (as rendezvous_pick_by). */
+static bool rv_before(uint64_t sa, const struct snap_provider *a, uint64_t sb,
+                      const struct snap_provider *b)
+{
+    if (sa != sb) return sa > sb;
+    size_t n = a->slug_len < b->slug_len ? a->slug_len : b->slug_len;
+    int c = memcmp(a->slug, b->slug, n);
+    return c != 0 ? c < 0 : a->slug_len < b->slug_len;
+}
+
+/* A session whose provider (pool[best]) is out: its next rendezvous choice
+ * that is usable, so the sessions of healthy providers never move and this
+ * one moves to the same place on every node. Every provider out: best (the
+ * least bad: the session stays where it would be). Only runs when the first
+ * choice is out: a pass over the pool per provider skipped. */
+static size_t sticky_fallback(const struct rendezvous_key *key,
+                              const struct snap_provider *const *pool, size_t n, size_t best,
+                              uint64_t best_score, struct health *h)
+{
+    const struct snap_provider *prev = pool[best];
+    uint64_t prev_score = best_score;
+    for (size_t round = 1; round < n; round++) {
+        size_t next = n;
+        uint64_t next_score = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct rendezvous_str slug = {pool[i]->slug, pool[i]->slug_len};
+            uint64_t sc = rendezvous_score(key, &slug);
+            if (!rv_before(prev_score, prev, sc, pool[i])) continue; /* already tried */
+            if (next == n || rv_before(sc, pool[i], next_score, pool[next])) {
+                next = i;
+                next_score = sc;
+            }
+        }
+        if (next == n) break;
+        if (health_usable(h, pool[next]->slug, pool[next]->slug_len)) return next;
+        prev = pool[next];
+        prev_score = next_score;
+    }
+    return best;
+}
+
+/* A random request whose draw (pool[first]) is out: a random provider that
+ * is in, else a half-open one with a trial place free, else first (every
+ * provider out: the least bad is where it would have gone anyway). */
+static size_t random_fallback(const struct snap_provider *const *pool, size_t n, size_t first,
+                              struct health *h, struct policy_ctx *ctx)
+{
+    size_t in = 0;
+    for (size_t i = 0; i < n; i++)
+        in += health_state(h, pool[i]->slug, pool[i]->slug_len) == HEALTH_IN;
+    if (in > 0) {
+        uint64_t k = rand_below(ctx, in);
+        for (size_t i = 0; i < n; i++)
+            if (health_state(h, pool[i]->slug, pool[i]->slug_len) == HEALTH_IN && k-- == 0)
+                return i;
+    }
+    size_t start = (size_t)rand_below(ctx, n);
+    for (size_t j = 0; j < n; j++) {
+        size_t i = (start + j) % n;
+        if (i != first && health_take_trial(h, pool[i]->slug, pool[i]->slug_len)) return i;
+    }
+    return first;
+}
+
 /* Picks the provider and port; fills slug, session, upstream fields.
  * Returns false (503) when the provider cannot be rendered. */
 static bool route(const struct snap_provider *const *pool, size_t n, const struct username *un,
@@ -154,13 +222,19 @@ static bool route(const struct snap_provider *const *pool, size_t n, const struc
             .country = {country->code, 2},
             .session = {un->session, un->session_len},
         };
-        size_t best = rendezvous_pick_by(&key, n, pool_slug, pool, NULL);
+        uint64_t score;
+        size_t best = rendezvous_pick_by(&key, n, pool_slug, pool, &score);
+        if (ctx->health && !health_usable(ctx->health, pool[best]->slug, pool[best]->slug_len))
+            best = sticky_fallback(&key, pool, n, best, score, ctx->health);
         p = pool[best];
         struct rendezvous_str slug = {p->slug, p->slug_len};
         port = rendezvous_port(rendezvous_port_hash(&key, &slug), p->port_min, p->port_max);
         copy_str(v->session, sizeof(v->session), un->session, un->session_len);
     } else {
-        p = pool[rand_below(ctx, n)];
+        size_t i = (size_t)rand_below(ctx, n);
+        if (ctx->health && !health_usable(ctx->health, pool[i]->slug, pool[i]->slug_len))
+            i = random_fallback(pool, n, i, ctx->health, ctx);
+        p = pool[i];
         port = (uint16_t)(p->port_min + rand_below(ctx, (uint64_t)p->port_max - p->port_min + 1));
         username_random_session(v->session, rand_cb, ctx);
     }

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "health.h"
 #include "snapshot.h"
 #include "username.h"
 
@@ -74,6 +75,7 @@ struct policy_ctx {
     uint64_t rng[2];                       /* xorshift128+ state */
     uint64_t cache_key[2];                 /* SipHash key of the fingerprints */
     uint64_t verified[POLICY_CACHE_SLOTS]; /* fingerprints of checked hashes; 0 empty */
+    struct health *health; /* provider health (health.h), shared; NULL: every provider is in */
 };
 
 void policy_ctx_init(struct policy_ctx *ctx);

@@ -330,7 +330,8 @@ gw_req "$ME" "http://127.0.0.1:$GW_PORT/health" --noproxy '*'
 assert_eq 200 "$GW_CODE" "status"
 assert_eq application/json "$(hdr content-type)" "Content-Type"
 body=$(cat "$GW_BODY")
-assert_match '^\{"status":"healthy","proxy_count":3,"user_count":1,"queue_length":(0|[1-9][0-9]*)(,"[a-z_]+":(-?[0-9]+|"[^"]*"|true|false))*\}$' \
+# (the last key, "providers", is an array of objects: README "Provider health")
+assert_match '^\{"status":"healthy","proxy_count":3,"user_count":1,"queue_length":(0|[1-9][0-9]*)(,"[a-z_]+":(-?[0-9]+|"[^"]*"|true|false))*,"providers":\[\{.*\}\]\}$' \
     "$body" "body (status, proxy_count, user_count, queue_length first)"
 if command -v jq >/dev/null 2>&1; then
     assert_ok "body is valid JSON" jq -e '.status == "healthy"' <<<"$body"

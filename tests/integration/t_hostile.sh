@@ -22,6 +22,9 @@ export LC_ALL=C
 . "$(dirname "$0")/../lib/services.sh"
 . "$GW_ROOT/tests/lib/gateway.sh"
 svc_init || exit 1
+# This test counts the stand-in's connections: no active provider checks
+# (README "Provider health"), which would add theirs.
+GW_AGENT_ARGS="${GW_AGENT_ARGS:-} --health-check-interval-ms 0"
 start_gateway_stack || t_abort "the gateway stack did not start"
 redis_gw DEL traffic:logs >/dev/null
 

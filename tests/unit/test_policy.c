@@ -450,6 +450,98 @@ START_TEST(crypt_check_refuses_garbage_hashes)
 }
 END_TEST
 
+/* Provider health in the choice: de-one taken out (one failure suffices). */
+static struct health *health_with_out(const char *slug)
+{
+    struct health_config c = {.fails = 1,
+                              .backoff_min_ms = 60000,
+                              .backoff_max_ms = 60000,
+                              .window_ms = 1000,
+                              .trials = 1,
+                              .trial_timeout_ms = 1000};
+    struct health *h = health_new(&c);
+    if (slug) health_report(h, slug, strlen(slug), HEALTH_FAIL_CONNECT, 0, 1, 1);
+    ck_assert_int_eq(health_state(h, "de-one", 6), slug ? HEALTH_OUT : HEALTH_IN);
+    return h;
+}
+
+START_TEST(random_skips_providers_out)
+{
+    struct health *h = health_with_out("de-one");
+    ctx.health = h;
+    struct policy_verdict v;
+    struct policy_hash_job job;
+    for (int i = 0; i < 100; i++) {
+        decide_as("myuser-country-DE:mypassword", &v, &job);
+        ck_assert_int_eq(v.status, 200);
+        ck_assert_str_eq(v.slug, "de-two");
+    }
+    ctx.health = NULL;
+    health_free(h);
+}
+END_TEST
+
+/* Sessions of a healthy provider never move; those of the provider out go
+ * to their next rendezvous choice, the same on every node; with every
+ * provider out, they stay where they were. */
+START_TEST(sticky_sessions_move_only_off_providers_out)
+{
+    struct policy_verdict before[60], v;
+    struct policy_hash_job job;
+    char up[128];
+    for (int i = 0; i < 60; i++) {
+        snprintf(up, sizeof(up), "myuser-country-DE-session-h%d:mypassword", i);
+        decide_as(up, &before[i], &job);
+    }
+    struct health *h = health_with_out("de-one");
+    int moved = 0;
+    for (int i = 0; i < 60; i++) {
+        policy_ctx_init(&ctx); /* another thread or node */
+        ctx.health = h;
+        snprintf(up, sizeof(up), "myuser-country-DE-session-h%d:mypassword", i);
+        decide_as(up, &v, &job);
+        ck_assert_int_eq(v.status, 200);
+        ck_assert_str_eq(v.slug, "de-two");
+        if (strcmp(before[i].slug, "de-two") == 0)
+            ck_assert_uint_eq(v.upstream_port, before[i].upstream_port);
+        else
+            moved++;
+    }
+    ck_assert_int_gt(moved, 0);
+    /* every provider out: the least bad is where the session would go anyway */
+    health_report(h, "de-two", 6, HEALTH_FAIL_CONNECT, 0, 1, 1);
+    for (int i = 0; i < 60; i++) {
+        snprintf(up, sizeof(up), "myuser-country-DE-session-h%d:mypassword", i);
+        decide_as(up, &v, &job);
+        ck_assert_int_eq(v.status, 200);
+        ck_assert_str_eq(v.slug, before[i].slug);
+        ck_assert_uint_eq(v.upstream_port, before[i].upstream_port);
+    }
+    ctx.health = NULL;
+    health_free(h);
+}
+END_TEST
+
+START_TEST(half_open_gets_one_trial)
+{
+    struct health *h = health_with_out("de-one");
+    health_tick(h, 60001, 60001); /* back-off over */
+    ck_assert_int_eq(health_state(h, "de-one", 6), HEALTH_HALF_OPEN);
+    ctx.health = h;
+    struct policy_verdict v;
+    struct policy_hash_job job;
+    int to_one = 0;
+    for (int i = 0; i < 100; i++) {
+        decide_as("myuser-country-DE:mypassword", &v, &job);
+        ck_assert_int_eq(v.status, 200);
+        to_one += strcmp(v.slug, "de-one") == 0;
+    }
+    ck_assert_int_eq(to_one, 1);
+    ctx.health = NULL;
+    health_free(h);
+}
+END_TEST
+
 Suite *policy_suite(void)
 {
     Suite *s = suite_create("policy");
@@ -468,6 +560,9 @@ Suite *policy_suite(void)
     tcase_add_test(tc, country_without_country_providers_is_503);
     tcase_add_test(tc, hashed_password_verified_once);
     tcase_add_test(tc, crypt_check_refuses_garbage_hashes);
+    tcase_add_test(tc, random_skips_providers_out);
+    tcase_add_test(tc, sticky_sessions_move_only_off_providers_out);
+    tcase_add_test(tc, half_open_gets_one_trial);
     suite_add_tcase(s, tc);
     return s;
 }
