@@ -84,6 +84,42 @@ static void render_spoa(struct gw_metrics *m, struct prom_out *o)
                  LOAD(s->proto_errors));
 }
 
+/* Provider health (health.h), one sample per provider in the snapshot: a
+ * bounded label set (the proxies table). */
+static void render_health(struct gw_metrics *m, struct prom_out *o)
+{
+    if (!m->health) return;
+    const struct snapshot *snap = snapshot_store_current(m->store, &m->ref);
+    const struct snap_provider *const *list[2];
+    size_t n[2] = {snapshot_providers(snap, true, &list[0]),
+                   snapshot_providers(snap, false, &list[1])};
+    int64_t now = clock_mono_ms();
+    static const char *const fams[][3] = {
+        {"gw_provider_in", "gauge",
+         "1 when the provider takes requests (in), 0.5 half-open, 0 out."},
+        {"gw_provider_failures_in_a_row", "gauge", "Upstream failures in a row (provider health)."},
+        {"gw_provider_times_out_total", "counter", "Times the provider was taken out."},
+    };
+    for (int f = 0; f < 3; f++) {
+        prom_head(o, fams[f][0], fams[f][1], fams[f][2]);
+        for (int g = 0; g < 2; g++)
+            for (size_t i = 0; i < n[g]; i++) {
+                const struct snap_provider *p = list[g][i];
+                struct health_view v = {.state = HEALTH_IN};
+                health_view(m->health, p->slug, p->slug_len, now, &v);
+                struct prom_label l = {"provider", p->slug};
+                if (f == 0)
+                    prom_sample_f64(o, fams[f][0], &l, 1,
+                                    v.state == HEALTH_IN    ? 1
+                                    : v.state == HEALTH_OUT ? 0
+                                                            : 0.5);
+                else
+                    prom_sample_u64(o, fams[f][0], &l, 1, f == 1 ? v.failures : v.times_out);
+            }
+    }
+    snapshot_ref_release(&m->ref);
+}
+
 static void render_state(struct gw_metrics *m, struct prom_out *o)
 {
     struct snapshot_store_status st;
@@ -212,4 +248,5 @@ void gw_metrics_render(void *arg, struct prom_out *o)
     render_state(m, o);
     render_billing(m, o);
     render_live(m, o);
+    render_health(m, o);
 }

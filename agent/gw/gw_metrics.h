@@ -13,6 +13,7 @@
 #include "billing.h"
 #include "crypt_pool.h"
 #include "handler_gw.h"
+#include "health.h"
 #include "live.h"
 #include "meter.h"
 #include "prom.h"
@@ -25,6 +26,7 @@ struct gw_metrics {
     struct billing_stats *billing; /* NULL: traffic logging off */
     struct meter_stats *meter;     /* NULL: live balance off */
     struct live *live;             /* NULL: live balance off */
+    struct health *health;         /* NULL: provider health off */
     struct snapshot_store *store;
     struct crypt_pool *crypt;
     bool balance_checks;

@@ -380,6 +380,7 @@ static int run_gateway(const char *const *values, const struct spoa_config *cfg)
         .billing = billing ? &bstats : NULL,
         .meter = live ? &mstats : NULL,
         .live = live,
+        .health = health,
         .store = store,
         .crypt = pool,
         .balance_checks = traffic,

@@ -136,6 +136,15 @@ mc_off=$(median "${OFF_C[@]}")
 mc_on=$(median "${ON_C[@]}")
 printf 'live off: %s req/s, %s CPU ms per 1,000 requests (medians of %d)\n' "$mr_off" "$mc_off" "$ROUNDS"
 printf 'live on:  %s req/s, %s CPU ms per 1,000 requests\n' "$mr_on" "$mc_on"
-printf 'ratio on/off: req/s %s, CPU per request %s\n' \
+# the machine's load moves between rounds: the ratio within each round (on
+# and off measured back to back) says more than the ratio of the medians
+ratios_r=() ratios_c=()
+for ((r = 0; r < ROUNDS; r++)); do
+    ratios_r+=("$(awk -v a="${ON_R[r]}" -v b="${OFF_R[r]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')")
+    ratios_c+=("$(awk -v a="${ON_C[r]}" -v b="${OFF_C[r]}" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')")
+done
+printf 'ratio on/off, median of the rounds'"'"' own ratios: req/s %s, CPU per request %s\n' \
+    "$(median "${ratios_r[@]}")" "$(median "${ratios_c[@]}")"
+printf 'ratio of the medians on/off: req/s %s, CPU per request %s\n' \
     "$(awk -v a="$mr_on" -v b="$mr_off" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')" \
     "$(awk -v a="$mc_on" -v b="$mc_off" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')"
