@@ -47,8 +47,11 @@ enum cmd_kind { CMD_PROC, CMD_SESS, CMD_EVENTS };
 struct holder {
     struct ev_loop *loop;
     char *master_cli, *hold_addr, *ring;
+    char host[256]; /* of hold_addr, resolved off the loop when needed */
+    int port;
+    struct net_resolve_job *resolving;
     struct sockaddr_storage addr;
-    socklen_t addr_len;
+    socklen_t addr_len; /* 0: not resolved (yet, or again after a failure) */
     hold_line_fn on_line;
     void *arg;
     ev_timer tick;
@@ -138,13 +141,55 @@ static void hold_read_cb(struct ev_loop *loop, ev_io *io, int revents)
                  "HAProxy reload before it is back may lose the records the old worker logs "
                  "after it",
                  HOLD_FE, c->h->hold_addr, strerror(errno));
-    if (n < 0) c->h->hold_failing = true;
+    if (n < 0) {
+        c->h->hold_failing = true;
+        c->h->addr_len = 0; /* HAProxy may have a new address: resolve again */
+    }
     hold_close(c);
+}
+
+/* A numeric address into h->addr; false if it is not one. */
+static bool set_addr(struct holder *h, const char *numeric)
+{
+    char service[8];
+    snprintf(service, sizeof(service), "%d", h->port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
+                    *ai;
+    if (getaddrinfo(numeric, service, &hints, &ai) != 0) return false; /* numeric: no DNS */
+    memcpy(&h->addr, ai->ai_addr, ai->ai_addrlen);
+    h->addr_len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return true;
+}
+
+static void hold_open(struct holder *h);
+
+/* The hold address's host name, resolved off the loop (net.h): HAProxy may
+ * start after the agent (compose starts it once the agent is healthy), so a
+ * name that does not resolve yet is tried again at the next look. */
+static void resolved_cb(void *arg, const char *addr, const char *err)
+{
+    struct holder *h = arg;
+    h->resolving = NULL;
+    if (!addr || !set_addr(h, addr)) {
+        if (!h->hold_failing)
+            log_warn("billing: hold address %s: %s; trying again (a HAProxy reload before it "
+                     "resolves may lose the records the old worker logs after it)",
+                     h->hold_addr, err ? err : "not an address");
+        h->hold_failing = true;
+        return;
+    }
+    hold_open(h);
 }
 
 /* A new hold connection (to the current worker: the one that accepts). */
 static void hold_open(struct holder *h)
 {
+    if (h->addr_len == 0) {
+        if (!h->resolving) h->resolving = net_resolve_start(h->loop, h->host, resolved_cb, h);
+        return;
+    }
     int fd = socket(h->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return;
     if (connect(fd, (struct sockaddr *)&h->addr, h->addr_len) != 0 && errno != EINPROGRESS) {
@@ -153,6 +198,7 @@ static void hold_open(struct holder *h)
                      "reload may lose the records the old worker logs after it",
                      HOLD_FE, h->hold_addr, strerror(errno));
         h->hold_failing = true;
+        h->addr_len = 0; /* HAProxy may have a new address: resolve again */
         close(fd);
         return;
     }
@@ -411,28 +457,14 @@ void holder_kick(struct holder *h)
 struct holder *holder_start(struct ev_loop *loop, const struct hold_config *cfg,
                             hold_line_fn on_line, void *arg)
 {
-    char host[256], port[8];
-    int p;
-    if (!net_parse_hostport(cfg->hold_addr, host, sizeof(host), &p, 0)) {
-        log_error("billing: hold address \"%s\": expected host:port", cfg->hold_addr);
-        return NULL;
-    }
-    snprintf(port, sizeof(port), "%d", p);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
-    /* once, at start, before the billing thread runs its loop */
-    int rc = getaddrinfo(host, port, &hints, &ai);
-    if (rc != 0) {
-        log_error("billing: hold address %s: %s", cfg->hold_addr, gai_strerror(rc));
-        return NULL;
-    }
     struct holder *h = calloc(1, sizeof(*h));
-    if (!h) {
-        freeaddrinfo(ai);
+    if (!h) return NULL;
+    if (!net_parse_hostport(cfg->hold_addr, h->host, sizeof(h->host), &h->port, 0)) {
+        log_error("billing: hold address \"%s\": expected host:port", cfg->hold_addr);
+        free(h);
         return NULL;
     }
-    memcpy(&h->addr, ai->ai_addr, ai->ai_addrlen);
-    h->addr_len = ai->ai_addrlen;
-    freeaddrinfo(ai);
+    if (net_is_numeric(h->host)) set_addr(h, h->host); /* else: resolved off the loop */
     h->loop = loop;
     h->master_cli = strdup(cfg->master_cli);
     h->hold_addr = strdup(cfg->hold_addr);
@@ -452,6 +484,7 @@ void holder_stop(struct holder *h)
 {
     if (!h) return;
     ev_timer_stop(h->loop, &h->tick);
+    net_resolve_cancel(h->resolving);
     replay_cancel(h->cmd);
     while (h->holds)
         hold_close(h->holds);

@@ -17,8 +17,9 @@
  * before it was read (not held) loses what it logged; both are logged as
  * errors saying what to do.
  *
- * On the caller's libev loop (the billing thread), non-blocking; the hold
- * address is resolved once, at start.
+ * On the caller's libev loop (the billing thread), non-blocking; a hold
+ * address by name is resolved off the loop (net.h), and again after a
+ * failure (HAProxy may start after the agent, or move).
  */
 #ifndef GW_BILLING_HOLD_H
 #define GW_BILLING_HOLD_H

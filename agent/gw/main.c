@@ -139,7 +139,7 @@ static const struct option_def options[O_COUNT] = {
                       "HAProxy's master CLI (haproxy -S: socket path or host:port): after a "
                       "reload the old worker's ring is read before it exits; empty: what it "
                       "logs after the reload is lost"},
-    [O_BILLING_HOLD] = {"billing-hold", "GW_BILLING_HOLD", OPT_STR, "127.0.0.1:12348", 0, 0,
+    [O_BILLING_HOLD] = {"billing-hold", "GW_BILLING_HOLD", OPT_STR, "127.0.0.1:12347", 0, 0,
                         "HAProxy's gw-billing-hold frontend: the agent's idle connection there "
                         "keeps a worker alive after a reload until its ring is read"},
     [O_DEDUP] = {"billing-dedup", "GW_BILLING_DEDUP", OPT_UINT, "1048576", 16, 268435456,

@@ -427,7 +427,7 @@ t_begin "the README's /health and curl -x work as written, once a provider exist
     || t_fail "README commands not found (health: '$HEALTH_CMD', curl -x: '$PROXY_CMD', provider SQL: '$PROVIDER_SQL')"
 out=$(as_user "$PORT1" "${HEALTH_CMD:-false}")
 assert_match '"status":"unhealthy","proxy_count":0,"user_count":1' "$out" "/health before any provider"
-client_ip=$(dc1 logs --no-color haproxy 2>/dev/null | grep -oE ' gw2 [^ ]+ .*' | tail -n 1 | grep -oE '([0-9]{1,3}\.){3}[0-9]{1,3}' | head -n 1)
+client_ip=$(dc1 logs --no-color haproxy 2>/dev/null | grep -oE ' gw[23] [^ ]+ .*' | tail -n 1 | grep -oE '([0-9]{1,3}\.){3}[0-9]{1,3}' | head -n 1)
 assert_match '^([0-9]+\.){3}[0-9]+$' "$client_ip" "client address in HAProxy's log"
 psql1 "INSERT INTO authorized_ips (ip, description) VALUES ('$client_ip', 'the docker host')" >/dev/null
 assert_ok "the README's provider row" dc1 exec -T postgres psql -X -v ON_ERROR_STOP=1 -q -U gateway proxydb -c "$PROVIDER_SQL"
@@ -567,7 +567,7 @@ as_user "$PORT2" "COMPOSE_PROJECT_NAME=$P2 COMPOSE_FILE=$FILES2 $HEREDOC" >/dev/
     || t_fail "the README's heredoc in the two-node stack"
 curl -s -o /dev/null "http://localhost:$PORT2/health"
 curl -s -o /dev/null "http://localhost:$PORT2/health"
-client_ip=$( (dc2 logs --no-color haproxy-1; dc2 logs --no-color haproxy-2) 2>/dev/null | grep -oE ' gw2 [^ ]+ .*' | tail -n 1 | grep -oE '([0-9]{1,3}\.){3}[0-9]{1,3}' | head -n 1)
+client_ip=$( (dc2 logs --no-color haproxy-1; dc2 logs --no-color haproxy-2) 2>/dev/null | grep -oE ' gw[23] [^ ]+ .*' | tail -n 1 | grep -oE '([0-9]{1,3}\.){3}[0-9]{1,3}' | head -n 1)
 assert_match '^172\.30\.85\.1$' "$client_ip" "client address the nodes log (the edge network's gateway, from the PROXY header)"
 psql2 "INSERT INTO authorized_ips (ip, description) VALUES ('${client_ip:-0.0.0.0}', 'the docker host')" >/dev/null
 dc2 exec -T postgres psql -X -v ON_ERROR_STOP=1 -q -U gateway proxydb -c "$PROVIDER_SQL" >/dev/null
@@ -593,7 +593,7 @@ for s in n1 n2 n3 n4; do
     echo "  session $s -> ${seen_up[$s]}"
 done
 # which node served what: each node's log line (the billing record's
-# log-format: "gw2 <id> <verdict status> <user> <slug> <country> <session>
+# log-format: "gw3 <id> <verdict status> <user> <slug> <country> <session>
 # ...", strings base64, "-" in place of the verdict when not forwarded) has
 # the request id and session of every request
 docker logs "$(cid dc2 haproxy-1)" >"$GW_TMP/node1.txt" 2>&1
@@ -601,7 +601,7 @@ docker logs "$(cid dc2 haproxy-2)" >"$GW_TMP/node2.txt" 2>&1
 for s in n1 n2 n3 n4; do
     b=$(printf '%s' "$s" | base64)
     for n in 1 2; do
-        c=$(awk -v b="$b" '$1 == "gw2" && $7 == b' "$GW_TMP/node$n.txt" | wc -l)
+        c=$(awk -v b="$b" '($1 == "gw2" || $1 == "gw3") && $7 == b' "$GW_TMP/node$n.txt" | wc -l)
         [ "$c" -ge 1 ] || t_fail "session $s never went through node $n"
     done
 done
@@ -611,10 +611,10 @@ t_begin "billing across both nodes: each request once in traffic_logs, with the 
 wait_until 30 rows_at_least dc2 "$N2" || true
 assert_eq "$N2 $N2" "$(psql2 "SELECT count(*), count(DISTINCT request_id) FROM traffic_logs" | tr '|' ' ')" "traffic_logs rows, distinct request ids"
 ids_db=$(psql2 "SELECT request_id FROM traffic_logs ORDER BY 1")
-ids_logs=$(awk '$1 == "gw2" && $3 != "-" { print $2 }' "$GW_TMP/node1.txt" "$GW_TMP/node2.txt" | sort)
+ids_logs=$(awk '($1 == "gw2" || $1 == "gw3") && $3 != "-" { print $2 }' "$GW_TMP/node1.txt" "$GW_TMP/node2.txt" | sort)
 assert_eq "$ids_logs" "$ids_db" "request ids billed = request ids the two nodes forwarded"
-n1=$(awk '$1 == "gw2" && $3 != "-"' "$GW_TMP/node1.txt" | wc -l)
-n2=$(awk '$1 == "gw2" && $3 != "-"' "$GW_TMP/node2.txt" | wc -l)
+n1=$(awk '($1 == "gw2" || $1 == "gw3") && $3 != "-"' "$GW_TMP/node1.txt" | wc -l)
+n2=$(awk '($1 == "gw2" || $1 == "gw3") && $3 != "-"' "$GW_TMP/node2.txt" | wc -l)
 echo "  node 1 forwarded $n1, node 2 forwarded $n2"
 [ "$n1" -ge 1 ] && [ "$n2" -ge 1 ] || t_fail "one node forwarded nothing ($n1, $n2)"
 assert_eq "${client_ip:-?}" "$(psql2 "SELECT string_agg(DISTINCT client_ip, ',') FROM traffic_logs")" "client_ip of the records"
