@@ -157,24 +157,7 @@ t_end
 
 # --- 3. two nodes ---------------------------------------------------------------------------
 
-# Node B: its own agent and HAProxy, the same PostgreSQL, Redis, stand-ins.
-B_PORT=$(free_port)
-B_AGENT=$(free_port)
-B_BILLING=$(free_port)
-start_bg agent_b "$GW_AGENT" --listen "127.0.0.1:$B_AGENT" --threads 1 \
-    --postgres-uri "$POSTGRES_URI" --redis-addr "$REDIS_ADDR" \
-    --snapshot-path "$GW_TMP/b.snapshot" --billing-listen "127.0.0.1:$B_BILLING" \
-    --spool-path "$GW_TMP/b.spool" --haproxy-cli "$GW_TMP/haproxy-b.sock" --shutdown-timeout 5 ||
-    t_abort "node B's agent"
-wait_port "$B_AGENT" 15 || t_abort "node B's agent did not listen"
-start_bg haproxy_b env PORT="$B_PORT" GW_BIND=127.0.0.1 GW_PROXY_PORT="$(free_port)" \
-    GW_TRUSTED_PROXIES=127.0.0.1/32 GW_AGENT_ADDR="127.0.0.1:$B_AGENT" \
-    GW_BILLING_ADDR="127.0.0.1:$B_BILLING" GW_SPOE_CONF="$GW_ROOT/haproxy/spoe-gateway.conf" \
-    GW_ERRORS_DIR="$GW_ROOT/haproxy/errors" GW_STATS_SOCKET="$GW_TMP/haproxy-b.sock" \
-    GW_TIMEOUT_CONNECT=2s GW_TIMEOUT_SERVER=5s GW_GRACE=10s \
-    haproxy -W -db -f "$GW_ROOT/haproxy/gateway.cfg" || t_abort "node B's HAProxy"
-wait_until 15 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$B_PORT/health)\" = 200 ]" ||
-    t_abort "node B's /health"
+start_node_b || t_abort "node B did not start"
 
 t_begin "two nodes: traffic on node A uses the balance up, the tunnel on node B is cut"
 reset_user 30000000

@@ -112,6 +112,30 @@ start_agent() {
     wait_port "$AGENT_PORT" 15 || { t_fail "agent did not listen"; return 1; }
 }
 
+# start_node_b: a second gateway node (its own agent and HAProxy) on the same
+# PostgreSQL, Redis and stand-ins, as when the gateway scales out. Exports
+# B_PORT (its proxy port), B_AGENT, B_BILLING; its CLI is $GW_TMP/haproxy-b.sock.
+start_node_b() {
+    B_PORT=$(free_port)
+    B_AGENT=$(free_port)
+    B_BILLING=$(free_port)
+    export B_PORT B_AGENT B_BILLING
+    start_bg agent_b "$GW_AGENT" --listen "127.0.0.1:$B_AGENT" --threads 1 \
+        --postgres-uri "$POSTGRES_URI" --redis-addr "$REDIS_ADDR" \
+        --snapshot-path "$GW_TMP/b.snapshot" --billing-listen "127.0.0.1:$B_BILLING" \
+        --spool-path "$GW_TMP/b.spool" --haproxy-cli "$GW_TMP/haproxy-b.sock" \
+        --shutdown-timeout 5 || return 1
+    wait_port "$B_AGENT" 15 || { t_fail "node B's agent did not listen"; return 1; }
+    start_bg haproxy_b env PORT="$B_PORT" GW_BIND=127.0.0.1 GW_PROXY_PORT="$(free_port)" \
+        GW_TRUSTED_PROXIES=127.0.0.1/32 GW_AGENT_ADDR="127.0.0.1:$B_AGENT" \
+        GW_BILLING_ADDR="127.0.0.1:$B_BILLING" GW_SPOE_CONF="$GW_ROOT/haproxy/spoe-gateway.conf" \
+        GW_ERRORS_DIR="$GW_ROOT/haproxy/errors" GW_STATS_SOCKET="$GW_TMP/haproxy-b.sock" \
+        GW_TIMEOUT_CONNECT=2s GW_TIMEOUT_SERVER=5s GW_GRACE=10s \
+        haproxy -W -db -f "$GW_ROOT/haproxy/gateway.cfg" || return 1
+    wait_until 15 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$B_PORT/health)\" = 200 ]" ||
+        { t_fail "node B's /health never answered 200"; return 1; }
+}
+
 # wait_gateway_ready: /health answers 200 (HAProxy sees the agent).
 wait_gateway_ready() {
     wait_until 15 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$GW_PORT/health)\" = 200 ]" ||
