@@ -21,7 +21,15 @@
 # Workloads:
 #   (a) http     wrk keep-alive clients, absolute-form GET of a 1 KiB body
 #                (compare/proxy-get.lua), at each of CMP_HTTP_CONNS connections;
-#                the largest is the headline, all of them make the plot;
+#                the largest is the headline, all of them make the plot. One
+#                customer credential: for the gateway a sticky session
+#                (myuser-session-cmp1), so one upstream credential, the best
+#                case for its keep-alive to the provider;
+#   (a2) creds   the same at the largest connection count with CMP_CREDS (1,000)
+#                credentials taken in turn (sessions myuser-session-cmpN: as many
+#                upstream credentials and provider ports for the gateway;
+#                Squid's peer login is one whatever the client's; plain
+#                HAProxy's upstream credential is static);
 #   (b) connect  a new CONNECT tunnel per exchange (tunnel-load.c, built here):
 #                connect, CONNECT + 200, GET 1 KiB inside, close; CMP_TUNNEL_CONNS at once;
 #   (c) xfer     one 1 GiB download through a tunnel (curl -p), MB/s;
@@ -42,6 +50,8 @@
 # Everything runs at nice CMP_NICE. The contenders alternate inside each
 # repetition (the order rotates between repetitions); (d) runs after all
 # repetitions of (a)-(c). Medians over CMP_REPEAT repetitions are reported.
+# (a) and (a2) also count the upstream connections the stand-in accepted (its
+# SIGUSR1 counters): per 1,000 requests, what keep-alive to the provider saved.
 # Nothing is asserted: the table is printed with the goals beside it, and
 # written to CMP_OUT: compare.md (Markdown), compare.csv (every run),
 # compare.json (medians, goals, conditions), compare-latency.png (gnuplot:
@@ -52,6 +62,7 @@
 #   CMP_REPEAT       repetitions (3; QUICK 1)
 #   CMP_SECONDS      seconds per run (5; QUICK 2)
 #   CMP_HTTP_CONNS   wrk connection counts ("1 8 32 64")
+#   CMP_CREDS        credentials in (a2) (1000)
 #   CMP_TUNNEL_CONNS tunnels set up at once in (b) (32)
 #   CMP_XFER         size of the (c) download (1g)
 #   CMP_IDLE         idle tunnels in (d) (10000; QUICK 2000; capped by ulimit -n)
@@ -86,6 +97,7 @@ else
 fi
 read -r -a HTTP_CONNS <<<"${CMP_HTTP_CONNS:-1 8 32 64}"
 TUNNEL_CONNS=${CMP_TUNNEL_CONNS:-32}
+CREDS=${CMP_CREDS:-1000}
 XFER=${CMP_XFER:-1g}
 PROXY_CPU=${CMP_PROXY_CPU:-0}
 LOAD_CPU=${CMP_LOAD_CPU:-1}
@@ -253,10 +265,24 @@ kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 mkdir -p "$OUT"
 CSV_TMP=$GW_TMP/runs.csv
-echo "rep,workload,contender,load,count,wall_s,rate,p50_us,p90_us,p99_us,p999_us,setup_p50_us,setup_p99_us,errors,proxy_cpu_s,cpu_per,core_pct,load_core_pct,peak_rss_kb,rss_before_kb,rss_after_kb,kib_per_tunnel,other_pct,steal_pct,closed,agent_cpu_per,redis_cpu_per,proxy_cpu_busy_pct,load_cpu_busy_pct" >"$CSV_TMP"
-record() { # the first 25 fields, in the header's order (the rest come from meas_end/breakdown)
+echo "rep,workload,contender,load,count,wall_s,rate,p50_us,p90_us,p99_us,p999_us,setup_p50_us,setup_p99_us,errors,proxy_cpu_s,cpu_per,core_pct,load_core_pct,peak_rss_kb,rss_before_kb,rss_after_kb,kib_per_tunnel,other_pct,steal_pct,closed,agent_cpu_per,redis_cpu_per,proxy_cpu_busy_pct,load_cpu_busy_pct,up_conns_per_k" >"$CSV_TMP"
+M_UPK=NA
+record() { # the first 25 fields, in the header's order (the rest come from meas_end/breakdown/up_conns)
     local IFS=,
-    echo "$*,$M_AGENT_PER,$M_REDIS_PER,$M_BUSYP,$M_BUSYL" >>"$CSV_TMP"
+    echo "$*,$M_AGENT_PER,$M_REDIS_PER,$M_BUSYP,$M_BUSYL,$M_UPK" >>"$CSV_TMP"
+    M_UPK=NA
+}
+# up_conns: connections the upstream stand-in has accepted so far (its
+# SIGUSR1 counters, printed to its log).
+up_conns() {
+    local before after deadline=$((SECONDS + 3))
+    before=$(grep -c 'stats: conns=' "$GW_TMP/upstream.log" 2>/dev/null)
+    signal_bg upstream USR1 || return 1
+    while after=$(grep -c 'stats: conns=' "$GW_TMP/upstream.log" 2>/dev/null) && [ "$after" = "$before" ]; do
+        [ "$SECONDS" -ge "$deadline" ] && return 1
+        sleep 0.05
+    done
+    grep 'stats: conns=' "$GW_TMP/upstream.log" | tail -n 1 | sed 's/.*stats: conns=\([0-9]*\).*/\1/'
 }
 
 # --- the machine's other load --------------------------------------------------------
@@ -351,6 +377,9 @@ SQUID_DIR=$GW_TMP/squid
 SQUID_PORT=$(low_port)
 mkdir -p "$SQUID_DIR"
 htpasswd -b -c "$SQUID_DIR/passwd" myuser mypassword >/dev/null 2>&1 || die "htpasswd failed"
+# (a2)'s customers: the same password hash under each name
+squid_hash=$(cut -d: -f2- "$SQUID_DIR/passwd")
+for ((i = 1; i <= CREDS; i++)); do echo "myuser-session-cmp$i:$squid_hash"; done >>"$SQUID_DIR/passwd"
 sed -e "s|@PORT@|$SQUID_PORT|g" -e "s|@DIR@|$SQUID_DIR|g" -e "s|@UP_PORT@|$UP_PORT|g" \
     -e "s|@UP_LOGIN@|$UP_USER:$UP_PASS|g" -e "s|@MAXFD@|$NOFILE|g" \
     "$HERE/compare/squid.conf.in" >"$SQUID_DIR/squid.conf"
@@ -366,7 +395,7 @@ pin_self "$LOAD_CPU" # from here on: load generators
 
 declare -A C_PORT C_USER C_PASS C_LABEL
 C_PORT=([direct]=$UP_PORT [plain]=$PLAIN_PORT [gateway]=$GW_PORT [squid]=$SQUID_PORT)
-C_USER=([direct]=$UP_USER [plain]=myuser [gateway]=myuser [squid]=myuser)
+C_USER=([direct]=$UP_USER [plain]=myuser [gateway]=myuser-session-cmp1 [squid]=myuser)
 C_PASS=([direct]=$UP_PASS [plain]=mypassword [gateway]=mypassword [squid]=mypassword)
 C_LABEL=([direct]="direct (stand-in)" [plain]="plain HAProxy" [gateway]="gateway" [squid]="Squid")
 declare -A C_GROUPS
@@ -377,6 +406,17 @@ refresh_groups() {
 }
 refresh_groups
 c_auth() { echo "Basic $(gw_b64 "${C_USER[$1]}:${C_PASS[$1]}")"; }
+# (a2)'s credentials, one file per contender: "Basic ..." per line.
+declare -A C_CREDS
+for c in "${CONTENDERS[@]}"; do
+    C_CREDS[$c]=$GW_TMP/creds-$c
+    for ((i = 1; i <= CREDS; i++)); do
+        case $c in
+        direct) echo "Basic $(gw_b64 "$UP_USER-session-cmp$i:$UP_PASS")" ;;
+        *) echo "Basic $(gw_b64 "myuser-session-cmp$i:mypassword")" ;;
+        esac
+    done >"${C_CREDS[$c]}"
+done
 ORIGIN=127.0.0.1:$ORIGIN_PORT
 URL=http://$ORIGIN/bytes/1024
 
@@ -415,12 +455,15 @@ done
 trim_logs
 
 # --- the runs ---------------------------------------------------------------------------
-run_http() { # <contender> <conns> <rep>
-    local c=$1 n=$2 rep=$3 out line req
+run_http() { # <contender> <conns> <rep> [http|creds]
+    local c=$1 n=$2 rep=$3 w=${4:-http} out line req creds= up0 up1
+    [ "$w" = creds ] && creds=${C_CREDS[$c]}
+    up0=$(up_conns)
     meas_begin ${C_GROUPS[$c]}
-    out=$(CMP_URL=$URL CMP_AUTH=$(c_auth "$c") wrk -t1 -c"$n" -d"${SECS}s" --timeout 5s -s "$LUA" \
+    out=$(CMP_URL=$URL CMP_AUTH=$(c_auth "$c") CMP_AUTH_FILE=$creds wrk -t1 -c"$n" -d"${SECS}s" --timeout 5s -s "$LUA" \
         "http://127.0.0.1:${C_PORT[$c]}/" 2>&1)
     meas_end
+    up1=$(up_conns)
     trim_logs
     line=$(grep '^RESULT ' <<<"$out" | tail -n 1)
     if [ -z "$line" ]; then
@@ -429,13 +472,16 @@ run_http() { # <contender> <conns> <rep>
     fi
     req=$(kv requests "$line")
     breakdown "$c" "$req" 10000
-    record "$rep" http "$c" "$n" "$req" "$M_WALL" "$(kv rate "$line")" "$(kv p50_us "$line")" \
+    [ -n "$up0" ] && [ -n "$up1" ] && [ "$req" -gt 0 ] &&
+        M_UPK=$(awk -v a="$up0" -v b="$up1" -v r="$req" 'BEGIN { printf "%.1f", (b - a) * 1000 / r }')
+    local upk=$M_UPK
+    record "$rep" "$w" "$c" "$n" "$req" "$M_WALL" "$(kv rate "$line")" "$(kv p50_us "$line")" \
         "$(kv p90_us "$line")" "$(kv p99_us "$line")" "$(kv p999_us "$line")" NA NA \
         "$(kv errors "$line")" "$M_CPU" "$(per "$M_CPU" "$req" 10000)" "$M_CORE" "$M_LOADC" "$M_PEAK_KB" \
         NA NA NA "$M_OTHER" "$M_STEAL" NA
-    printf '  rep %s  http     %-18s -c%-3s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy %3s%% load %3s%% other %s%%  cpu%s %s%% cpu%s %s%%  errors %s\n' \
-        "$rep" "${C_LABEL[$c]}" "$n" "$(kv rate "$line")" "$(awk -v u="$(kv p50_us "$line")" 'BEGIN { print u / 1000 }')" \
-        "$(awk -v u="$(kv p99_us "$line")" 'BEGIN { print u / 1000 }')" "$M_CORE" "$M_LOADC" "$M_OTHER" "$PROXY_CPU" "$M_BUSYP" "$LOAD_CPU" "$M_BUSYL" "$(kv errors "$line")"
+    printf '  rep %s  %-8s %-18s -c%-3s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  proxy %3s%% load %3s%% other %s%%  cpu%s %s%% cpu%s %s%%  errors %s  upstream conns/1k %s\n' \
+        "$rep" "$w" "${C_LABEL[$c]}" "$n" "$(kv rate "$line")" "$(awk -v u="$(kv p50_us "$line")" 'BEGIN { print u / 1000 }')" \
+        "$(awk -v u="$(kv p99_us "$line")" 'BEGIN { print u / 1000 }')" "$M_CORE" "$M_LOADC" "$M_OTHER" "$PROXY_CPU" "$M_BUSYP" "$LOAD_CPU" "$M_BUSYL" "$(kv errors "$line")" "$upk"
 }
 
 run_connect() { # <contender> <rep>
@@ -587,6 +633,7 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
     for n in "${HTTP_CONNS[@]}"; do
         for c in $order; do run_http "$c" "$n" "$rep"; done
     done
+    for c in $order; do run_http "$c" "${HTTP_CONNS[${#HTTP_CONNS[@]} - 1]}" "$rep" creds; done
     for c in $order; do run_connect "$c" "$rep"; done
     for c in $order; do run_xfer "$c" "$rep"; done
 done
@@ -655,7 +702,7 @@ awk -F, -f "$HERE/compare/report.awk" \
     -v haproxy="$(haproxy -v | head -n 1 | awk '{print $3}')" \
     -v squid="$(squid -v | head -n 1 | awk '{print $4}')" -v wrk="$(wrk -v 2>&1 | head -n 1 | awk '{print $2}')" \
     -v pin="$PIN_NOTE; HAProxy threads: ${HAPROXY_THREADS:-?}, agent threads: 1; all at nice $NICE" -v repeat="$REPEAT" -v secs="$SECS" -v quick="$QUICK" \
-    -v http_conns="${HTTP_CONNS[*]}" -v tunnel_conns="$TUNNEL_CONNS" -v xfer="$XFER" \
+    -v http_conns="${HTTP_CONNS[*]}" -v tunnel_conns="$TUNNEL_CONNS" -v creds="$CREDS" -v xfer="$XFER" \
     -v idle_n="$IDLE_N" -v idle_want="$IDLE_WANT" -v nofile="$NOFILE" \
     -v load_start="$LOAD_START" -v load_end="$LOAD_END" -v elapsed="$ELAPSED" -v busy_start="$BUSY_START" \
     "$OUT/compare.csv"

@@ -106,6 +106,7 @@ t_end
 
 t_begin "Redis away for 20 s in the middle of the load: nothing lost, nothing doubled"
 reset_logs
+log_mark=$(wc -l <"$GW_TMP/haproxy.log")
 load 3000 before
 wait_llen "$(ok_count before)" 30
 # The harness's Redis keeps nothing across a restart: set aside what it holds.
@@ -126,6 +127,18 @@ sleep 1
 assert_eq "$want" "$(llen)" "records pushed after Redis came back (spooled meanwhile)"
 redis_gw LRANGE traffic:logs 0 -1 >"$GW_TMP/after.json"
 assert_eq $((want + $(ok_count before))) "$(cat "$GW_TMP/before.json" "$GW_TMP/after.json" | jq -r .request_id | sort -u | wc -l)" "distinct request ids over the whole run"
+if [ "$T_CASE_FAILED" != 0 ]; then
+    # Which billable requests (HAProxy's own log: verdict 200) never reached
+    # Redis, and what the agent counted: evidence for whoever reads the failure.
+    tail -n +"$((log_mark + 1))" "$GW_TMP/haproxy.log" | awk '$1 == "gw3" && $3 == "200" { print $2 }' | sort -u >"$GW_TMP/billable.ids"
+    cat "$GW_TMP/before.json" "$GW_TMP/after.json" | jq -r .request_id | sort -u >"$GW_TMP/pushed.ids"
+    echo "    billable in HAProxy's log: $(wc -l <"$GW_TMP/billable.ids"), in Redis: $(wc -l <"$GW_TMP/pushed.ids")"
+    comm -23 "$GW_TMP/billable.ids" "$GW_TMP/pushed.ids" | head -3 | while read -r id; do
+        echo "    missing: $(grep -m 1 "^gw3 $id " "$GW_TMP/haproxy.log")"
+    done
+    for f in before during after; do echo "    curl $f: $(sort "$GW_TMP/$f.codes" | uniq -c | tr '\n' ' ')"; done
+    curl -s --max-time 5 "http://127.0.0.1:$AGENT_METRICS_PORT/metrics" | grep -E '^gw_billing_[a-z_]+(_total)? ' | sed 's/^/    /'
+fi
 t_end
 
 # A SIGKILL loses what was in flight on HAProxy's log stream (the ring has

@@ -5,6 +5,10 @@
 --   CMP_URL=http://127.0.0.1:ORIGIN/bytes/1024 CMP_AUTH='Basic ...' \
 --       wrk -t1 -c64 -d5s -s proxy-get.lua http://127.0.0.1:PROXY/
 --
+-- With CMP_AUTH_FILE (one "Basic ..." value per line) the requests take the
+-- credentials in turn instead, each connection starting at a different one:
+-- many customers (or sessions) spread over the same connections.
+--
 -- At the end it prints one line of key=value figures (latencies in
 -- microseconds, from wrk's histogram) that compare.sh parses:
 --   RESULT requests= seconds= rate= p50_us= p90_us= p99_us= p999_us= max_us=
@@ -18,6 +22,24 @@ wrk.path = url
 wrk.headers["Host"] = authority
 if auth and auth ~= "" then
     wrk.headers["Proxy-Authorization"] = auth
+end
+
+local auth_file = os.getenv("CMP_AUTH_FILE")
+if auth_file and auth_file ~= "" then
+    local reqs = {}
+    for a in io.lines(auth_file) do
+        wrk.headers["Proxy-Authorization"] = a
+        reqs[#reqs + 1] = wrk.format()
+    end
+    if #reqs == 0 then error("CMP_AUTH_FILE " .. auth_file .. " holds no credentials") end
+    local next_req = nil
+    function init(args)
+        next_req = math.random(#reqs)
+    end
+    function request()
+        next_req = next_req % #reqs + 1
+        return reqs[next_req]
+    end
 end
 
 function done(summary, latency, requests)

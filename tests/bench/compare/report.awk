@@ -4,9 +4,10 @@
 # Markdown (md=), the JSON (json=) and the plot data (dat=). Plain awk (mawk).
 # Variables from compare.sh: date kernel cpu ncpu haproxy squid wrk pin repeat
 # secs quick http_conns tunnel_conns xfer idle_n idle_want nofile load_start
-# load_end elapsed.
+# load_end elapsed creds.
 
 function isna(x) { return x == "" || x == "NA" }
+function na(r) { return r == "-" ? "NA" : r }
 
 # med(w, c, l, col): the median of a column over the repetitions (NA if none).
 function med(w, c, l, col,    key, n, i, j, m, t, a) {
@@ -120,6 +121,25 @@ function summary(    k, c, l) {
     }
 }
 
+# keepalive(): HTTP with one credential and with many, against direct and
+# Squid: rate, CPU per request, and the upstream connections opened.
+function keepalive(    k, c, w, W, i, s) {
+    head("contender|1 credential: req/s (x direct, x Squid):38|CPU s/10k (x Squid):19|upstream conns/1k req:21|" \
+        creds " credentials: req/s (x direct, x Squid):40|CPU s/10k (x Squid):19|upstream conns/1k req:21")
+    split("http creds", W, " ")
+    for (k = 1; k <= nc; k++) {
+        c = C[k]; s = label[c]
+        for (i = 1; i <= 2; i++) {
+            w = W[i]
+            s = s "|" f0(med(w, c, hmain, "rate")) " (" ratio(med(w, c, hmain, "rate"), med(w, "direct", hmain, "rate")) ", " \
+                ratio(med(w, c, hmain, "rate"), med(w, "squid", hmain, "rate")) ")|" \
+                (c == "direct" ? "-" : f2(med(w, c, hmain, "cpu_per")) " (" ratio(med(w, c, hmain, "cpu_per"), med(w, "squid", hmain, "cpu_per")) ")") "|" \
+                f1(med(w, c, hmain, "up_conns_per_k"))
+        }
+        line(s)
+    }
+}
+
 # spread(): the same headline figures, lowest and highest of the repetitions.
 function spread(    k, c) {
     head("contender|HTTP req/s:15|CONNECT tunnels/s:17|" xfer " MB/s:11|KiB per idle tunnel:19|CPU s/10k HTTP:14")
@@ -199,6 +219,16 @@ END {
     print "### Summary: HTTP at -c" hmain ", CONNECT at " tunnel_conns " at once, one " xfer " download, " idle_n " idle tunnels" > md
     print "" > md
     md_only = 1; summary(); md_only = 0
+    print "" > md
+    print "### Keep-alive to the provider: HTTP at -c" hmain ", one credential and " creds " credentials (" rep ")" > md
+    print "" > md
+    print "*upstream conns/1k req* = connections the upstream stand-in accepted per 1,000 requests (1,000: one" > md
+    print "per request). The gateway's one credential is a sticky session (one upstream credential); with " creds > md
+    print "credentials each is a session of its own (its own upstream credential and provider port), taken in turn" > md
+    print "over the connections. Squid's peer login is one whatever the client's; plain HAProxy's upstream" > md
+    print "credential is static (it reuses as if there were one customer)." > md
+    print "" > md
+    md_only = 1; keepalive(); md_only = 0
     if (repeat + 0 > 1) {
         print "" > md
         print "Spread: the lowest and highest of the " repeat " repetitions for the same figures." > md
@@ -222,6 +252,20 @@ END {
             ratio(med("http", c, hmain, "rate"), med("http", "direct", hmain, "rate")) "|" \
             ratio(med("http", c, hmain, "rate"), med("http", "plain", hmain, "rate")) "|" \
             f0(med("http", c, hmain, "errors")) "|" busy("http", c, hmain) "|" f0(med("http", c, hmain, "other_pct")))
+    }
+
+    # (a2) many credentials
+    section("(a2) HTTP as (a) with " creds " credentials taken in turn, wrk -t1 -c" hmain " (" rep ")")
+    head("contender|req/s:9|p50 ms:7|p99 ms:7|CPU s/10k req:13|CPU x Squid:11|of it agent:11|upstream conns/1k req:21|x direct:8|x Squid:7|errors:6|cores busy %:12|other %:7")
+    for (k = 1; k <= nc; k++) {
+        c = C[k]
+        line(label[c] "|" f0(med("creds", c, hmain, "rate")) "|" ms(med("creds", c, hmain, "p50_us")) "|" \
+            ms(med("creds", c, hmain, "p99_us")) "|" (c == "direct" ? "-" : f3(med("creds", c, hmain, "cpu_per"))) "|" \
+            (c == "direct" ? "-" : ratio(med("creds", c, hmain, "cpu_per"), med("creds", "squid", hmain, "cpu_per"))) "|" \
+            f3(med("creds", c, hmain, "agent_cpu_per")) "|" f1(med("creds", c, hmain, "up_conns_per_k")) "|" \
+            ratio(med("creds", c, hmain, "rate"), med("creds", "direct", hmain, "rate")) "|" \
+            ratio(med("creds", c, hmain, "rate"), med("creds", "squid", hmain, "rate")) "|" \
+            f0(med("creds", c, hmain, "errors")) "|" busy("creds", c, hmain) "|" f0(med("creds", c, hmain, "other_pct")))
     }
 
     # (b) CONNECT
@@ -294,6 +338,9 @@ END {
     print ""
     print "Summary: HTTP at -c" hmain ", CONNECT at " tunnel_conns " at once, one " xfer " download, " idle_n " idle tunnels (" rep ")"
     con_only = 1; summary(); con_only = 0
+    print ""
+    print "Keep-alive to the provider: HTTP at -c" hmain ", one credential and " creds " credentials"
+    con_only = 1; keepalive(); con_only = 0
     if (repeat + 0 > 1) {
         print ""
         print "Spread (lowest-highest of the " repeat " repetitions)"
@@ -307,7 +354,12 @@ END {
     print "| goal | ratio | target | |" > md
     print "|---|--:|--:|---|" > md
     goal("gateway HTTP req/s / plain HAProxy (-c" hmain ")", g_http_plain, ">=", 0.8)
-    goal("gateway HTTP req/s / Squid (-c" hmain ")", g_http_squid, ">=", 2)
+    goal("gateway HTTP req/s / Squid (-c" hmain ")", g_http_squid, ">=", 1)
+    goal("gateway HTTP req/s / direct (-c" hmain ")", na(ratio(med("http", "gateway", hmain, "rate"), med("http", "direct", hmain, "rate"))), ">=", 0.8)
+    goal("gateway HTTP CPU per request / Squid (-c" hmain ")", na(ratio(med("http", "gateway", hmain, "cpu_per"), med("http", "squid", hmain, "cpu_per"))), "<=", 0.6)
+    goal("gateway HTTP req/s / Squid, " creds " credentials", na(ratio(med("creds", "gateway", hmain, "rate"), med("creds", "squid", hmain, "rate"))), ">=", 1)
+    goal("gateway HTTP req/s / direct, " creds " credentials", na(ratio(med("creds", "gateway", hmain, "rate"), med("creds", "direct", hmain, "rate"))), ">=", 0.8)
+    goal("gateway HTTP CPU per request / Squid, " creds " credentials", na(ratio(med("creds", "gateway", hmain, "cpu_per"), med("creds", "squid", hmain, "cpu_per"))), "<=", 0.6)
     goal("gateway CONNECT setups/s / plain HAProxy", g_conn_plain, ">=", 0.8)
     goal("gateway tunnel throughput / direct", g_xfer_direct, ">=", 0.9)
     goal("gateway memory per idle tunnel / plain HAProxy", g_mem_plain, "<=", 1.2)
