@@ -266,6 +266,8 @@ CLOSE_PORT=$(free_port)
 start_standin idle "$IDLE_PORT" --record-conns --idle-close 1 "${PASSWORDS[@]}" || t_abort "stand-in idle"
 start_standin closing "$CLOSE_PORT" --record-conns --close-after-response "${PASSWORDS[@]}" ||
     t_abort "stand-in closing"
+DROP_PORT=$(free_port)
+start_standin drop "$DROP_PORT" --record-conns --drop-after 1 "${PASSWORDS[@]}" || t_abort "stand-in drop"
 
 # paced <proxy-user> <codes file> <offset> <width>: 30 rounds of <width>
 # requests at once (one curl), the pause before each 0.90..1.10 s, in an
@@ -314,6 +316,29 @@ assert_eq 330 "$n" "requests made"
 assert_eq "" "$(codes_other_than_200 "$GW_TMP/d.codes")" "statuses other than 200"
 [ "$reused" -gt 0 ] || t_fail "no upstream connection was reused: the case proves nothing"
 [ "${idle_closes:-0}" -gt 0 ] || t_fail "the provider never closed an idle connection"
+t_end
+
+t_begin "d. a provider whose close crosses the request (reset, unanswered, on every reuse): no customer-visible error"
+point drop "$DROP_PORT" "$DROP_PORT" demo-global
+DROP_REC=$GW_TMP/drop.record
+mark=$(gw_rec_mark "$DROP_REC")
+retries_before=$(retries)
+: >"$GW_TMP/d3.codes"
+for ((i = 0; i < 60; i++)); do
+    curl -s -o /dev/null --max-time 10 -x "http://myuser-session-kd4:mypassword@127.0.0.1:$GW_PORT" \
+        -w '%{http_code}\n' "$O/bytes/$((100 + i))?d4-$i" >>"$GW_TMP/d3.codes"
+done
+for ((i = 0; i < 10; i++)); do
+    urls=()
+    for ((k = 0; k < 8; k++)); do urls+=(-o /dev/null "$O/bytes/$((100 + k))?d5-$i-$k"); done
+    curl -s --no-progress-meter --parallel --parallel-max 8 --max-time 10 \
+        -x "http://myuser-session-kd4:mypassword@127.0.0.1:$GW_PORT" -w '%{http_code}\n' "${urls[@]}" >>"$GW_TMP/d3.codes"
+    sleep 0.2
+done
+read -r records conns reused _ <<<"$(conn_stats "$(gw_rec_since "$mark" "$DROP_REC")")"
+echo "  140 requests: $(grep -c '^200$' "$GW_TMP/d3.codes") answered 200, others: $(codes_other_than_200 "$GW_TMP/d3.codes"); at the provider $records requests on $conns connections, $((records - conns)) reset unanswered; HAProxy retried $(($(retries) - retries_before))"
+assert_eq 140 "$(grep -c '^200$' "$GW_TMP/d3.codes")" "answered 200"
+[ "$records" -gt "$conns" ] || t_fail "no request met a reset connection: the case proves nothing"
 t_end
 
 t_begin "d. a provider closing after every response: no customer-visible error"

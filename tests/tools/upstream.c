@@ -20,7 +20,10 @@
  * in accept order, never reused while the process lives), so a test can tell
  * which requests shared a gateway-to-provider connection; --idle-close closes
  * a client connection left idle between requests that long, and
- * --close-after-response closes it after every response, as providers do.
+ * --close-after-response closes it after every response, as providers do;
+ * --drop-after N resets a connection when a request arrives after N answered
+ * ones, unanswered: what a client sees when a provider's idle close crosses
+ * its request, made certain instead of left to timing.
  *
  * One thread, one libev loop. Each connection is a small state machine that
  * moves bytes through two fixed 64 KiB buffers (one per direction): memory per
@@ -73,6 +76,7 @@ static struct {
     bool record_conns;         /* append the connection number to record lines */
     double idle_close;         /* seconds idle between requests before closing; 0: never */
     bool close_after_response; /* "Connection: close" and close after every response */
+    uint64_t drop_after;       /* requests answered per connection before a reset; 0: no limit */
     const char *passwords[MAX_RULES];
     int npasswords;
     const char *users[MAX_RULES]; /* "user:pass" */
@@ -696,7 +700,8 @@ enum cstate {
 
 struct conn {
     struct listener *ls;
-    uint64_t id; /* accept order, from 1: the --record-conns field */
+    uint64_t id;        /* accept order, from 1: the --record-conns field */
+    uint64_t nrequests; /* request heads read on this connection */
     int cfd, sfd;
     ev_io cw, sw;
     int cev, sev;   /* events currently watched on cfd / sfd */
@@ -893,6 +898,7 @@ static int start_request(struct conn *c)
     bool auth_ok = auth_check(&m, user, sizeof user);
     record_request(c->ls->port, c->id, &m, user);
     if (cfg.mode == MODE_RESET) return START_RESET;
+    if (cfg.drop_after && ++c->nrequests > cfg.drop_after) return START_RESET;
     c->cin.r += (size_t)hl; /* m still points at the bytes: nothing writes cin before we return */
     if (cfg.mode == MODE_STALL) {
         c->st = CS_DRAIN;
@@ -1436,6 +1442,9 @@ static void usage(FILE *f)
             "                             request in flight (fractions allowed; default never)\n"
             "  --close-after-response     answer with \"Connection: close\" and close the\n"
             "                             client connection after every response\n"
+            "  --drop-after N             reset a connection when a request arrives after N\n"
+            "                             answered on it, unanswered (still recorded): an\n"
+            "                             idle close that crossed the request\n"
             "  --mode ok|refuse-auth|reset|stall\n"
             "                             refuse-auth: 407 to everything; reset: RST right\n"
             "                             after reading a request head; stall: read, never\n"
@@ -1459,6 +1468,7 @@ int main(int argc, char **argv)
                                          {"record-conns", no_argument, NULL, 'C'},
                                          {"idle-close", required_argument, NULL, 'I'},
                                          {"close-after-response", no_argument, NULL, 'A'},
+                                         {"drop-after", required_argument, NULL, 'D'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *listens[MAX_LISTENERS];
@@ -1534,6 +1544,17 @@ int main(int argc, char **argv)
         case 'A':
             cfg.close_after_response = true;
             break;
+        case 'D': {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || v == 0 || optarg[0] == '-') {
+                fprintf(stderr, "upstream: --drop-after wants a count, more than 0\n");
+                return 2;
+            }
+            cfg.drop_after = v;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
