@@ -17,8 +17,9 @@
 #   e. GW_UPSTREAM_KEEPALIVE=0 (a second node): one upstream connection per
 #      request;
 #   d. a provider that closes connections idle for 1 s, hit at intervals
-#      around 1 s, and one that closes after every response: no customer sees
-#      an error.
+#      around 1 s; one whose close crosses the request on every reuse (reset,
+#      unanswered: --drop-after 1), sequentially and 8 at once; and one that
+#      closes after every response: no customer sees an error.
 # The record lines read here: "<port> <method> <target> <username> <conn>".
 set -u
 . "$(dirname "$0")/../lib/services.sh"

@@ -701,7 +701,7 @@ enum cstate {
 struct conn {
     struct listener *ls;
     uint64_t id;        /* accept order, from 1: the --record-conns field */
-    uint64_t nrequests; /* request heads read on this connection */
+    uint64_t nrequests; /* request heads read on this connection (--drop-after) */
     int cfd, sfd;
     ev_io cw, sw;
     int cev, sev;   /* events currently watched on cfd / sfd */
