@@ -15,6 +15,16 @@
  * way real providers do (refuse every credential, reset, stall), for the
  * gateway's 502 tests.
  *
+ * For the gateway's keep-alive tests: --record-conns appends to each record
+ * line the number of the client connection that carried the request (1, 2...
+ * in accept order, never reused while the process lives), so a test can tell
+ * which requests shared a gateway-to-provider connection; --idle-close closes
+ * a client connection left idle between requests that long, and
+ * --close-after-response closes it after every response, as providers do;
+ * --drop-after N resets a connection when a request arrives after N answered
+ * ones, unanswered: what a client sees when a provider's idle close crosses
+ * its request, made certain instead of left to timing.
+ *
  * One thread, one libev loop. Each connection is a small state machine that
  * moves bytes through two fixed 64 KiB buffers (one per direction): memory per
  * connection is bounded whatever the message sizes, and a head is at most
@@ -63,6 +73,10 @@ static struct {
     enum mode mode;
     int record_fd;
     bool verbose;
+    bool record_conns;         /* append the connection number to record lines */
+    double idle_close;         /* seconds idle between requests before closing; 0: never */
+    bool close_after_response; /* "Connection: close" and close after every response */
+    uint64_t drop_after;       /* requests answered per connection before a reset; 0: no limit */
     const char *passwords[MAX_RULES];
     int npasswords;
     const char *users[MAX_RULES]; /* "user:pass" */
@@ -76,7 +90,7 @@ static struct {
 } cfg = {.name = "upstream", .record_fd = -1};
 
 static struct {
-    uint64_t conns, live, requests, tunnels, refused_auth, local_errors;
+    uint64_t conns, live, requests, tunnels, refused_auth, local_errors, idle_closes;
     uint64_t bytes_up, bytes_down; /* client->target, target->client */
 } st;
 
@@ -587,17 +601,19 @@ static size_t field_escape(char *out, size_t cap, const char *s, size_t n)
     return o;
 }
 
-static void record_request(unsigned port, const struct msg *m, const char *user)
+/* One record line; conn_id is the client connection's number (--record-conns). */
+static void record_request(unsigned port, uint64_t conn_id, const struct msg *m, const char *user)
 {
     if (cfg.record_fd < 0 && !cfg.verbose) return;
-    char method[64], target[4200], u[3200], line[8192];
+    char method[64], target[4200], u[3200], id[32] = "", line[8192];
     field_escape(method, sizeof method, m->part[0], m->plen[0]);
     field_escape(target, sizeof target, m->part[1], m->plen[1]);
     if (strcmp(user, "-") == 0)
         snprintf(u, sizeof u, "-");
     else
         field_escape(u, sizeof u, user, strlen(user));
-    int n = snprintf(line, sizeof line, "%u %s %s %s\n", port, method, target, u);
+    if (cfg.record_conns) snprintf(id, sizeof id, " %llu", (unsigned long long)conn_id);
+    int n = snprintf(line, sizeof line, "%u %s %s %s%s\n", port, method, target, u, id);
     if (n < 0 || (size_t)n >= sizeof line) n = (int)sizeof line - 1, line[n - 1] = '\n';
     if (cfg.verbose) fprintf(stderr, "upstream[%s]: %.*s", cfg.name, n, line);
     /* One write per line with O_APPEND: lines are whole and visible at once. */
@@ -684,10 +700,12 @@ enum cstate {
 
 struct conn {
     struct listener *ls;
+    uint64_t id;        /* accept order, from 1: the --record-conns field */
+    uint64_t nrequests; /* request heads read on this connection (--drop-after) */
     int cfd, sfd;
     ev_io cw, sw;
-    int cev, sev; /* events currently watched on cfd / sfd */
-    ev_timer timer;
+    int cev, sev;   /* events currently watched on cfd / sfd */
+    ev_timer timer; /* CS_LINGER: the drain's end; CS_HEAD: --idle-close */
     enum cstate st;
     struct buf cin, sin;         /* bytes read from the client / from the server */
     size_t cin_ready, sin_ready; /* bytes at the front of cin / sin cleared for forwarding */
@@ -749,7 +767,13 @@ static void timer_cb(EV_P_ ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    conn_free(w->data, false);
+    struct conn *c = w->data;
+    if (c->st == CS_HEAD) {
+        st.idle_closes++;
+        if (cfg.verbose)
+            ulog("port %u: connection %llu idle, closed", c->ls->port, (unsigned long long)c->id);
+    }
+    conn_free(c, false);
 }
 
 static void txn_reset(struct conn *c)
@@ -767,6 +791,7 @@ static void local_response(struct conn *c, int status, const char *reason, const
                            bool close)
 {
     char body[256];
+    if (cfg.close_after_response) close = true;
     int bn = snprintf(body, sizeof body, "%d %s (upstream %s:%u)\n", status, reason, cfg.name,
                       c->ls->port);
     buf_printf(&c->chead,
@@ -871,8 +896,9 @@ static int start_request(struct conn *c)
     st.requests++;
     char user[1024];
     bool auth_ok = auth_check(&m, user, sizeof user);
-    record_request(c->ls->port, &m, user);
+    record_request(c->ls->port, c->id, &m, user);
     if (cfg.mode == MODE_RESET) return START_RESET;
+    if (cfg.drop_after && ++c->nrequests > cfg.drop_after) return START_RESET;
     c->cin.r += (size_t)hl; /* m still points at the bytes: nothing writes cin before we return */
     if (cfg.mode == MODE_STALL) {
         c->st = CS_DRAIN;
@@ -955,12 +981,14 @@ static int response_head(struct conn *c)
         fail_502(c, "malformed response head");
         return 1;
     }
-    /* Status line, our header, then the rest of the head as received. */
+    /* Status line, our headers, then the rest of the head as received. */
     const char *p = c->sin.p + c->sin.r;
     const char *nl = memchr(p, '\n', (size_t)hl);
     size_t first = (size_t)(nl - p) + 1;
+    bool closing = cfg.close_after_response && m.status >= 200 && m.status != 101;
     if (!buf_put(&c->chead, p, first) ||
-        !buf_printf(&c->chead, "X-Upstream: %s:%u\r\n", cfg.name, c->ls->port) ||
+        !buf_printf(&c->chead, "X-Upstream: %s:%u\r\n%s", cfg.name, c->ls->port,
+                    closing ? "Connection: close\r\n" : "") ||
         !buf_put(&c->chead, p + first, (size_t)hl - first)) {
         fail_502(c, "response head too large");
         return 1;
@@ -1055,6 +1083,15 @@ static void conn_watch(struct conn *c)
     }
     io_watch(&c->cw, c->cfd, ce, &c->cev);
     if (c->sfd >= 0) io_watch(&c->sw, c->sfd, se, &c->sev);
+    /* --idle-close: the clock runs while no request is in flight, not even in part. */
+    bool idle = c->st == CS_HEAD && buf_len(&c->cin) == 0 && buf_len(&c->chead) == 0 &&
+                !c->close_after && !c->c_eof;
+    if (cfg.idle_close > 0 && idle && !ev_is_active(&c->timer)) {
+        ev_timer_set(&c->timer, cfg.idle_close, 0.);
+        ev_timer_start(cfg.loop, &c->timer);
+    } else if (cfg.idle_close > 0 && !idle && c->st != CS_LINGER) {
+        ev_timer_stop(cfg.loop, &c->timer);
+    }
 }
 
 /*
@@ -1176,7 +1213,7 @@ static void conn_step(struct conn *c)
         if (c->st == CS_HTTP && c->resp_done && c_flushed) {
             if (c->req_done && s_flushed) {
                 if (!c->server_ka || c->s_eof || buf_len(&c->sin) > 0) server_close(c);
-                bool ka = c->client_ka && c->respb.mode != BM_CLOSE;
+                bool ka = c->client_ka && c->respb.mode != BM_CLOSE && !cfg.close_after_response;
                 txn_reset(c);
                 if (!ka) c->close_after = true;
                 progress = true;
@@ -1207,6 +1244,7 @@ static void conn_step(struct conn *c)
                 shutdown(c->cfd, SHUT_WR);
                 server_close(c);
                 c->st = CS_LINGER;
+                ev_timer_stop(cfg.loop, &c->timer); /* the --idle-close one may be running */
                 ev_timer_set(&c->timer, LINGER_S, 0.);
                 ev_timer_start(cfg.loop, &c->timer);
                 progress = true;
@@ -1266,7 +1304,7 @@ static void conn_new(struct listener *ls, int fd)
     ev_init(&c->timer, timer_cb);
     c->cw.data = c->sw.data = c->timer.data = c;
     txn_reset(c);
-    st.conns++;
+    c->id = ++st.conns;
     st.live++;
     conn_step(c);
 }
@@ -1360,11 +1398,11 @@ static int add_listen(const char *spec)
 static void print_stats(void)
 {
     ulog("stats: conns=%llu live=%llu requests=%llu tunnels=%llu refused_auth=%llu "
-         "local_errors=%llu bytes_up=%llu bytes_down=%llu",
+         "local_errors=%llu idle_closes=%llu bytes_up=%llu bytes_down=%llu",
          (unsigned long long)st.conns, (unsigned long long)st.live, (unsigned long long)st.requests,
          (unsigned long long)st.tunnels, (unsigned long long)st.refused_auth,
-         (unsigned long long)st.local_errors, (unsigned long long)st.bytes_up,
-         (unsigned long long)st.bytes_down);
+         (unsigned long long)st.local_errors, (unsigned long long)st.idle_closes,
+         (unsigned long long)st.bytes_up, (unsigned long long)st.bytes_down);
 }
 
 static void signal_cb(EV_P_ ev_signal *w, int revents)
@@ -1397,6 +1435,16 @@ static void usage(FILE *f)
             "  --record FILE              append \"<listen port> <method> <target> <username>\"\n"
             "                             per request head (username \"-\" when none; bytes\n"
             "                             outside 0x21-0x7e and %% written as %%XX)\n"
+            "  --record-conns             append \" <connection>\" to each --record line: the\n"
+            "                             number of the client connection that carried the\n"
+            "                             request (1, 2... in accept order, never reused)\n"
+            "  --idle-close SECONDS       close a client connection idle that long with no\n"
+            "                             request in flight (fractions allowed; default never)\n"
+            "  --close-after-response     answer with \"Connection: close\" and close the\n"
+            "                             client connection after every response\n"
+            "  --drop-after N             reset a connection when a request arrives after N\n"
+            "                             answered on it, unanswered (still recorded): an\n"
+            "                             idle close that crossed the request\n"
             "  --mode ok|refuse-auth|reset|stall\n"
             "                             refuse-auth: 407 to everything; reset: RST right\n"
             "                             after reading a request head; stall: read, never\n"
@@ -1409,12 +1457,20 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},   {"name", required_argument, NULL, 'n'},
-        {"password", required_argument, NULL, 'p'}, {"user", required_argument, NULL, 'u'},
-        {"record", required_argument, NULL, 'r'},   {"resolve", required_argument, NULL, 'R'},
-        {"mode", required_argument, NULL, 'm'},     {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"name", required_argument, NULL, 'n'},
+                                         {"password", required_argument, NULL, 'p'},
+                                         {"user", required_argument, NULL, 'u'},
+                                         {"record", required_argument, NULL, 'r'},
+                                         {"resolve", required_argument, NULL, 'R'},
+                                         {"mode", required_argument, NULL, 'm'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"record-conns", no_argument, NULL, 'C'},
+                                         {"idle-close", required_argument, NULL, 'I'},
+                                         {"close-after-response", no_argument, NULL, 'A'},
+                                         {"drop-after", required_argument, NULL, 'D'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *listens[MAX_LISTENERS];
     int nlistens = 0, opt;
     while ((opt = getopt_long(argc, argv, "l:n:p:u:r:R:m:vh", opts, NULL)) != -1) {
@@ -1472,6 +1528,33 @@ int main(int argc, char **argv)
         case 'v':
             cfg.verbose = true;
             break;
+        case 'C':
+            cfg.record_conns = true;
+            break;
+        case 'I': {
+            char *end;
+            errno = 0;
+            cfg.idle_close = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(cfg.idle_close > 0 && cfg.idle_close < 86400)) {
+                fprintf(stderr, "upstream: --idle-close wants seconds, more than 0\n");
+                return 2;
+            }
+            break;
+        }
+        case 'A':
+            cfg.close_after_response = true;
+            break;
+        case 'D': {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || v == 0 || optarg[0] == '-') {
+                fprintf(stderr, "upstream: --drop-after wants a count, more than 0\n");
+                return 2;
+            }
+            cfg.drop_after = v;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
