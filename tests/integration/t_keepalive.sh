@@ -19,7 +19,9 @@
 #   d. a provider that closes connections idle for 1 s, hit at intervals
 #      around 1 s; one whose close crosses the request on every reuse (reset,
 #      unanswered: --drop-after 1), sequentially and 8 at once; and one that
-#      closes after every response: no customer sees an error.
+#      closes after every response: no customer sees an error;
+#   g. a provider that answers nothing: a GET is sent again (retries 5), a
+#      POST never is.
 # The record lines read here: "<port> <method> <target> <username> <conn>".
 set -u
 . "$(dirname "$0")/../lib/services.sh"
@@ -360,6 +362,27 @@ read -r records conns reused _ <<<"$(conn_stats "$(gw_rec_since "$mark" "$CLOSE_
 echo "  400 requests: $(grep -c '^200$' "$GW_TMP/d2.codes") answered 200, others: $(codes_other_than_200 "$GW_TMP/d2.codes"); at the provider $records requests on $conns connections"
 assert_eq 400 "$(grep -c '^200$' "$GW_TMP/d2.codes")" "answered 200"
 assert_eq "$records" "$conns" "one connection per request (the provider closed each)"
+t_end
+
+t_begin "g. a provider that answers nothing: a GET is sent again (6 times in all), a POST only once"
+RESET_PORT=$(free_port)
+start_standin reset "$RESET_PORT" --record-conns --mode reset "${PASSWORDS[@]}" || t_abort "stand-in reset"
+RESET_REC=$GW_TMP/reset.record
+# demo-de to it; session kgp is one that goes there (the probe below waits
+# for it), and both requests use it
+psql_gw "UPDATE proxies SET port_min = $RESET_PORT, port_max = $RESET_PORT WHERE slug = 'demo-de'" >/dev/null
+wait_until 15 bash -c "curl -s -o /dev/null --max-time 5 -x http://myuser-country-DE-session-kgp:mypassword@127.0.0.1:$GW_PORT $O/probe; [ -s $RESET_REC ]" ||
+    t_abort "the gateway never sent to stand-in reset"
+mark=$(gw_rec_mark "$RESET_REC")
+code=$(curl -s -o /dev/null --max-time 10 -w '%{http_code}' --data-binary "@$GW_TMP/post.bin" \
+    -x "http://myuser-country-DE-session-kgp:mypassword@127.0.0.1:$GW_PORT" "$O/echo?g-post")
+assert_eq 502 "$code" "POST: status"
+assert_eq 1 "$(gw_rec_since "$mark" "$RESET_REC" | grep -c ' POST ')" "POST: times the provider saw it"
+mark=$(gw_rec_mark "$RESET_REC")
+code=$(curl -s -o /dev/null --max-time 10 -w '%{http_code}' \
+    -x "http://myuser-country-DE-session-kgp:mypassword@127.0.0.1:$GW_PORT" "$O/bytes/10?g-get")
+assert_eq 502 "$code" "GET: status"
+assert_eq 6 "$(gw_rec_since "$mark" "$RESET_REC" | grep -c ' GET ')" "GET: times the provider saw it (retries 5)"
 t_end
 
 t_summary
