@@ -455,12 +455,14 @@ static void push_delay_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void push(struct billing *b)
 {
     if (!b->redis_ready || b->in_flight) return;
+    /* Before taking: records taken and then not sent would be committed
+     * with the next batch, unsent. */
+    redisAsyncContext *ac = redis_conn_ctx(b->redis);
+    if (ac == NULL) return;
     /* the records go after 7 leading arguments: EVAL's, or RPUSH's two at 5 */
     size_t n = spool_take(b->sp, b->cfg.batch, b->take_buf, TAKE_BUF, b->recs + 7, b->lens + 7);
     if (n == 0) return;
     unsigned long long seq = spool_sequence(b->sp) + n;
-    redisAsyncContext *ac = redis_conn_ctx(b->redis);
-    if (ac == NULL) return;
     if (b->cfg.live) { /* the same transaction as one script, with the live counts */
         char seqs[24], ttl[24];
         snprintf(seqs, sizeof(seqs), "%llu", seq);
