@@ -267,22 +267,10 @@ mkdir -p "$OUT"
 CSV_TMP=$GW_TMP/runs.csv
 echo "rep,workload,contender,load,count,wall_s,rate,p50_us,p90_us,p99_us,p999_us,setup_p50_us,setup_p99_us,errors,proxy_cpu_s,cpu_per,core_pct,load_core_pct,peak_rss_kb,rss_before_kb,rss_after_kb,kib_per_tunnel,other_pct,steal_pct,closed,agent_cpu_per,redis_cpu_per,proxy_cpu_busy_pct,load_cpu_busy_pct,up_conns_per_k" >"$CSV_TMP"
 M_UPK=NA
-record() { # the first 25 fields, in the header's order (the rest come from meas_end/breakdown/up_conns)
+record() { # the first 25 fields, in the header's order (the rest come from meas_end/breakdown/run_http)
     local IFS=,
     echo "$*,$M_AGENT_PER,$M_REDIS_PER,$M_BUSYP,$M_BUSYL,$M_UPK" >>"$CSV_TMP"
     M_UPK=NA
-}
-# up_conns: connections the upstream stand-in has accepted so far (its
-# SIGUSR1 counters, printed to its log).
-up_conns() {
-    local before after deadline=$((SECONDS + 3))
-    before=$(grep -c 'stats: conns=' "$GW_TMP/upstream.log" 2>/dev/null)
-    signal_bg upstream USR1 || return 1
-    while after=$(grep -c 'stats: conns=' "$GW_TMP/upstream.log" 2>/dev/null) && [ "$after" = "$before" ]; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.05
-    done
-    grep 'stats: conns=' "$GW_TMP/upstream.log" | tail -n 1 | sed 's/.*stats: conns=\([0-9]*\).*/\1/'
 }
 
 # --- the machine's other load --------------------------------------------------------
@@ -406,17 +394,16 @@ refresh_groups() {
 }
 refresh_groups
 c_auth() { echo "Basic $(gw_b64 "${C_USER[$1]}:${C_PASS[$1]}")"; }
-# (a2)'s credentials, one file per contender: "Basic ..." per line.
-declare -A C_CREDS
-for c in "${CONTENDERS[@]}"; do
-    C_CREDS[$c]=$GW_TMP/creds-$c
-    for ((i = 1; i <= CREDS; i++)); do
-        case $c in
-        direct) echo "Basic $(gw_b64 "$UP_USER-session-cmp$i:$UP_PASS")" ;;
-        *) echo "Basic $(gw_b64 "myuser-session-cmp$i:mypassword")" ;;
-        esac
-    done >"${C_CREDS[$c]}"
-done
+# (a2)'s credentials, "Basic ..." per line: the stand-in's own users for
+# direct, the gateway's customer (as Squid's htpasswd has it) for the others.
+creds_file() { # <user prefix> <password> <file>
+    local i
+    for ((i = 1; i <= CREDS; i++)); do echo "Basic $(gw_b64 "$1-session-cmp$i:$2")"; done >"$3"
+}
+creds_file "$UP_USER" "$UP_PASS" "$GW_TMP/creds-direct"
+creds_file myuser mypassword "$GW_TMP/creds-customer"
+declare -A C_CREDS=([direct]=$GW_TMP/creds-direct [plain]=$GW_TMP/creds-customer
+    [gateway]=$GW_TMP/creds-customer [squid]=$GW_TMP/creds-customer)
 ORIGIN=127.0.0.1:$ORIGIN_PORT
 URL=http://$ORIGIN/bytes/1024
 
@@ -458,12 +445,12 @@ trim_logs
 run_http() { # <contender> <conns> <rep> [http|creds]
     local c=$1 n=$2 rep=$3 w=${4:-http} out line req creds= up0 up1
     [ "$w" = creds ] && creds=${C_CREDS[$c]}
-    up0=$(up_conns)
+    up0=$(standin_stat upstream conns)
     meas_begin ${C_GROUPS[$c]}
     out=$(CMP_URL=$URL CMP_AUTH=$(c_auth "$c") CMP_AUTH_FILE=$creds wrk -t1 -c"$n" -d"${SECS}s" --timeout 5s -s "$LUA" \
         "http://127.0.0.1:${C_PORT[$c]}/" 2>&1)
     meas_end
-    up1=$(up_conns)
+    up1=$(standin_stat upstream conns)
     trim_logs
     line=$(grep '^RESULT ' <<<"$out" | tail -n 1)
     if [ -z "$line" ]; then

@@ -53,6 +53,8 @@ CACHE=${GW_COMPOSE_CACHE:-/var/cache/gw-compose}
 COMPOSE_DIR=$GW_ROOT/compose
 TDIR=$GW_ROOT/tests/compose
 README=$GW_ROOT/README.md
+# shellcheck source=../lib/readme.sh
+. "$GW_ROOT/tests/lib/readme.sh"
 RUN_ID=gwtest$$
 P1=${RUN_ID}s # the single-node stack
 P2=${RUN_ID}n # the two-node stack
@@ -132,30 +134,6 @@ purge() {
     ids=$(docker volume ls -q --filter "label=com.docker.compose.project=$1" 2>/dev/null)
     [ -z "$ids" ] || docker volume rm $ids >/dev/null 2>&1
     return 0
-}
-
-# readme_section <heading> / readme_code <heading> <lang>: as in
-# tests/integration/t_readme.sh: the README's text under a heading, and the
-# contents of its ```<lang> blocks.
-readme_section() {
-    awk -v heading="$1" '
-        /^```/ { fence = !fence }
-        !fence && /^#+ / {
-            match($0, /^#+/)
-            if (in_section && RLENGTH <= level) in_section = 0
-            if ($0 == heading) { in_section = 1; level = RLENGTH; next }
-        }
-        in_section
-    ' "$README"
-}
-readme_code() {
-    readme_section "$1" | awk -v lang="$2" '
-        /^```/ {
-            if (!fence) { fence = 1; take = substr($0, 4) == lang } else fence = 0
-            next
-        }
-        fence && take
-    '
 }
 
 # as_user <port> <command>: a README command as a user runs it, from compose/,

@@ -307,11 +307,9 @@ pids+=($!)
 paced myuser-session-kd1:mypassword "$GW_TMP/d.codes" 3 8 &
 pids+=($!)
 wait "${pids[@]}"
-signal_bg idle USR1
-sleep 0.2
 rec=$(gw_rec_since "$mark" "$IDLE_REC")
 read -r records conns reused _ <<<"$(conn_stats "$rec")"
-idle_closes=$(grep 'stats:' "$GW_TMP/idle.log" | tail -n 1 | sed -n 's/.*idle_closes=\([0-9]*\).*/\1/p')
+idle_closes=$(standin_stat idle idle_closes)
 n=$(wc -l <"$GW_TMP/d.codes")
 echo "  $n requests in $((SECONDS - start))s: $(grep -c '^200$' "$GW_TMP/d.codes") answered 200, others: $(codes_other_than_200 "$GW_TMP/d.codes")"
 echo "  at the provider: $records requests on $conns connections ($reused reused); it closed $idle_closes idle ones; HAProxy retried $(($(retries) - retries_before))"

@@ -19,6 +19,7 @@ set -u
 . "$GW_ROOT/tests/lib/gateway.sh"
 
 README=$GW_ROOT/README.md
+. "$GW_ROOT/tests/lib/readme.sh"
 
 svc_init || exit 1
 start_gateway_stack || t_abort "the gateway stack did not start"
@@ -26,33 +27,7 @@ start_gateway_stack || t_abort "the gateway stack did not start"
 ORIGIN=http://127.0.0.1:$ORIGIN_PORT
 ORIGIN_TLS=https://localhost:$ORIGIN_TLS_PORT
 
-# --- reading the README ------------------------------------------------------------
-
-# readme_section <heading>: the lines under <heading> (the exact heading
-# line), up to the next heading of the same or a higher level. Lines in code
-# blocks are never headings (a shell comment starts with '#' too).
-readme_section() {
-    awk -v heading="$1" '
-        /^```/ { fence = !fence }
-        !fence && /^#+ / {
-            match($0, /^#+/)
-            if (in_section && RLENGTH <= level) in_section = 0
-            if ($0 == heading) { in_section = 1; level = RLENGTH; next }
-        }
-        in_section
-    ' "$README"
-}
-
-# readme_code <heading> <lang>: the contents of the section's ```<lang> blocks.
-readme_code() {
-    readme_section "$1" | awk -v lang="$2" '
-        /^```/ {
-            if (!fence) { fence = 1; take = substr($0, 4) == lang } else fence = 0
-            next
-        }
-        fence && take
-    '
-}
+# --- reading the README (readme_section, readme_code: tests/lib/readme.sh) ---------
 
 # readme_commands <heading>: the section's shell commands (```sh blocks,
 # without comment and blank lines).

@@ -136,8 +136,14 @@ start_node_b() {
         { t_fail "node B's /health never answered 200"; return 1; }
 }
 
-# wait_gateway_ready: /health answers 200 (HAProxy sees the agent).
+# wait_gateway_ready: HAProxy's check has marked the agent up, and /health
+# answers 200. Until the check (every 2 s) sees a restarted agent, the agent
+# server stays down and only some verdicts get through: /health alone can
+# answer 200 too early.
 wait_gateway_ready() {
+    wait_until 15 bash -c "echo 'show stat' | socat -t 5 - UNIX-CONNECT:$GW_TMP/haproxy.sock 2>/dev/null |
+        awk -F, '\$1 == \"gw-agents\" && \$2 == \"agent\" { print \$18 }' | grep -qx UP" ||
+        { t_fail "HAProxy never marked the agent up (show stat gw-agents/agent)"; return 1; }
     wait_until 15 bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$GW_PORT/health)\" = 200 ]" ||
         { t_fail "gateway /health never answered 200"; return 1; }
 }
@@ -174,6 +180,9 @@ gw_status() { # <proxy-user> <url> [curl args...]
 #   start_standin <name> <port|first-last> [upstream options...]
 #                                  another stand-in upstream (name <name>),
 #                                  record in $GW_TMP/<name>.record
+#   standin_stat <name> <counter>  a stand-in's counter now (conns, requests,
+#                                  idle_closes...: its SIGUSR1 "stats:" line);
+#                                  <name> "upstream" is the stack's own
 #   gw_b64 <text>                  base64 without line breaks
 
 gw_b64() {
@@ -264,4 +273,18 @@ start_standin() {
         --record "$GW_TMP/$name.record" "$@" || return 1
     first=${ports%%-*}
     wait_port "$first" 10 || { t_fail "stand-in $name did not listen on $first"; return 1; }
+}
+
+# The stand-in prints its counters to its log ($GW_TMP/<name>.log, start_bg's)
+# on SIGUSR1: this waits for that new line and reads one counter from it.
+standin_stat() {
+    local name=${1:?standin_stat: name} counter=${2:?standin_stat: counter}
+    local log=$GW_TMP/$1.log before deadline=$((SECONDS + 3))
+    before=$(grep -c 'stats: conns=' "$log" 2>/dev/null)
+    signal_bg "$name" USR1 || return 1
+    until [ "$(grep -c 'stats: conns=' "$log" 2>/dev/null)" != "$before" ]; do
+        [ "$SECONDS" -ge "$deadline" ] && return 1
+        sleep 0.05
+    done
+    grep 'stats: conns=' "$log" | tail -n 1 | sed -n "s/.* $counter=\([0-9]*\).*/\1/p"
 }
